@@ -1,0 +1,6 @@
+// Placeholder until the avx2 tile operations land: serves the scalar ones.
+#include "sageattn/tile_ops.h"
+
+namespace sageattn {
+const TileOps& avx2_tile_ops() { return scalar_tile_ops(); }
+}  // namespace sageattn

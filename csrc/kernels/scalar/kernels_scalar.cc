@@ -1,0 +1,104 @@
+// The scalar reference tile operations: the definition every SIMD path is tested
+// against. Plain loops, one accumulation order, no cleverness.
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "sageattn/numeric.h"
+#include "sageattn/tile_ops.h"
+
+namespace sageattn {
+namespace {
+
+// Q and K tiles: int8 codes stay int8 (exact int32 dot); fp8 codes become floats.
+void pack_rows(const void* src, int64_t row_stride, int rows, int d, QuantDType t, void* dst) {
+  if (t == QuantDType::kInt8) {
+    const int8_t* s = static_cast<const int8_t*>(src);
+    int8_t* o = static_cast<int8_t*>(dst);
+    for (int r = 0; r < rows; ++r) std::memcpy(o + static_cast<int64_t>(r) * d, s + r * row_stride, d);
+  } else {
+    const uint8_t* s = static_cast<const uint8_t*>(src);
+    float* o = static_cast<float*>(dst);
+    for (int r = 0; r < rows; ++r)
+      for (int c = 0; c < d; ++c) o[static_cast<int64_t>(r) * d + c] = fp8_e4m3_to_f32(s[r * row_stride + c]);
+  }
+}
+
+void qk(const void* qp, const void* kp, int mq, int nk, int d, QuantDType t,
+        const float* row_scale, const float* col_scale, float* s, int lds) {
+  for (int i = 0; i < mq; ++i) {
+    for (int j = 0; j < nk; ++j) {
+      float dot;
+      if (t == QuantDType::kInt8) {
+        const int8_t* q = static_cast<const int8_t*>(qp) + static_cast<int64_t>(i) * d;
+        const int8_t* k = static_cast<const int8_t*>(kp) + static_cast<int64_t>(j) * d;
+        int32_t acc = 0;
+        for (int c = 0; c < d; ++c) acc += static_cast<int32_t>(q[c]) * k[c];
+        dot = static_cast<float>(acc);
+      } else {
+        const float* q = static_cast<const float*>(qp) + static_cast<int64_t>(i) * d;
+        const float* k = static_cast<const float*>(kp) + static_cast<int64_t>(j) * d;
+        float acc = 0.0f;
+        for (int c = 0; c < d; ++c) acc += q[c] * k[c];
+        dot = acc;
+      }
+      s[static_cast<int64_t>(i) * lds + j] = dot * row_scale[i] * col_scale[j];
+    }
+  }
+}
+
+void softmax(float* s, int lds, int mq, int nk, float* m, float* l, float* alpha) {
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  for (int i = 0; i < mq; ++i) {
+    float* row = s + static_cast<int64_t>(i) * lds;
+    float mx = kNegInf;
+    for (int j = 0; j < nk; ++j) mx = row[j] > mx ? row[j] : mx;
+    const float m_new = mx > m[i] ? mx : m[i];
+    if (m_new == kNegInf) {
+      alpha[i] = 1.0f;
+      for (int j = 0; j < nk; ++j) row[j] = 0.0f;
+      continue;
+    }
+    alpha[i] = std::exp2(m[i] - m_new);
+    float sum = 0.0f;
+    for (int j = 0; j < nk; ++j) {
+      const float p = std::exp2(row[j] - m_new);
+      sum += p;
+      row[j] = fp8_e4m3_to_f32(f32_to_fp8_e4m3(kFp8Max * p));
+    }
+    l[i] = l[i] * alpha[i] + sum;
+    m[i] = m_new;
+  }
+}
+
+void pack_v(const uint8_t* src, int64_t row_stride, int rows, int dv,
+            const float* channel_scale, const float* row_scale, float* dst) {
+  for (int r = 0; r < rows; ++r) {
+    for (int c = 0; c < dv; ++c) {
+      const float scale = channel_scale ? channel_scale[c] : row_scale[r];
+      dst[static_cast<int64_t>(r) * dv + c] = fp8_e4m3_to_f32(src[r * row_stride + c]) * scale;
+    }
+  }
+}
+
+void pv(const float* p, int ldp, const float* v, int mq, int nk, int dv, const float* alpha,
+        float* o, int ldo) {
+  for (int i = 0; i < mq; ++i) {
+    float* orow = o + static_cast<int64_t>(i) * ldo;
+    for (int c = 0; c < dv; ++c) orow[c] *= alpha[i];
+    for (int j = 0; j < nk; ++j) {
+      const float pij = p[static_cast<int64_t>(i) * ldp + j];
+      const float* vrow = v + static_cast<int64_t>(j) * dv;
+      for (int c = 0; c < dv; ++c) orow[c] += pij * vrow[c];
+    }
+  }
+}
+
+}  // namespace
+
+const TileOps& scalar_tile_ops() {
+  static const TileOps ops{pack_rows, pack_rows, qk, softmax, pack_v, pv};
+  return ops;
+}
+
+}  // namespace sageattn

@@ -1,0 +1,34 @@
+// Which scale a token uses. One formula covers every recipe of SEMANTICS.md §2:
+//   g(n) = (n / block) * groups + ((n % block) / stride) % groups
+// with block = the whole axis for "-1" recipes.
+#pragma once
+#include <cstdint>
+
+namespace sageattn {
+
+struct TokenGrouping {
+  int64_t block = 0;   // tokens per block; <= 0 means the whole axis
+  int64_t groups = 1;  // scale groups inside one block
+  int64_t stride = 0;  // consecutive tokens that share a group; <= 0 means block/groups
+
+  bool whole_axis() const { return block <= 0; }
+
+  int64_t effective_block(int64_t n_tokens) const {
+    return whole_axis() ? (n_tokens > 0 ? n_tokens : 1) : block;
+  }
+  int64_t effective_stride(int64_t n_tokens) const {
+    const int64_t b = effective_block(n_tokens);
+    return stride > 0 ? stride : (b + groups - 1) / groups;
+  }
+  int64_t num_groups(int64_t n_tokens) const {
+    if (whole_axis()) return groups;  // one block, even when the axis is empty
+    const int64_t b = effective_block(n_tokens);
+    return ((n_tokens + b - 1) / b) * groups;
+  }
+  int64_t group_of(int64_t n, int64_t n_tokens) const {
+    const int64_t b = effective_block(n_tokens);
+    return (n / b) * groups + ((n % b) / effective_stride(n_tokens)) % groups;
+  }
+};
+
+}  // namespace sageattn

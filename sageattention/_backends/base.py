@@ -1,0 +1,28 @@
+"""The operator contract every backend serves (docs/DESIGN.md, low-level API)."""
+from __future__ import annotations
+
+from typing import Optional, Protocol, Tuple, Union
+
+import torch
+
+from .._recipes import QuantRecipe
+from .._types import QuantizedQK, QuantizedV
+
+AttentionResult = Union[torch.Tensor, Tuple[torch.Tensor, ...]]
+
+
+class Backend(Protocol):
+    name: str
+
+    def quantize_qk(self, q: torch.Tensor, k: torch.Tensor, *, quant_recipe: QuantRecipe,
+                    qk_quant_dtype: str, smooth_k: bool) -> QuantizedQK: ...
+
+    def quantize_v(self, v: torch.Tensor, *, quant_recipe: QuantRecipe) -> QuantizedV: ...
+
+    def attention_quantized(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                            q_scale: torch.Tensor, k_scale: torch.Tensor, v_scale: torch.Tensor,
+                            softmax_scale: float, causal: bool, quant_recipe: QuantRecipe,
+                            return_lse: bool, fp8_output: bool, *,
+                            k_mean: Optional[torch.Tensor], out_dtype: torch.dtype,
+                            out: Optional[torch.Tensor], out_scale: Optional[torch.Tensor],
+                            attn_mask: Optional[torch.Tensor]) -> AttentionResult: ...

@@ -1,0 +1,73 @@
+"""Loads the C++ operator core (``libsageattn_cpu.so``) through TVM-FFI.
+
+The library has no libtorch dependency: tensors cross as DLPack, so one build serves
+every torch version. TVM-FFI releases the GIL for the duration of each call.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from functools import lru_cache
+from typing import Any
+
+import tvm_ffi
+
+# The core raises NotImplementedError for unsupported recipes; TVM-FFI maps errors by
+# name, and this one is not among its defaults.
+try:
+    tvm_ffi.register_error("NotImplementedError", NotImplementedError)
+except Exception:  # already registered by another import of this module
+    pass
+
+_LIB_NAME = "libsageattn_cpu.so"
+
+
+def _candidates() -> list[str]:
+    # Every entry of the package path: an editable install keeps the sources in the
+    # checkout and the built library in site-packages.
+    package = sys.modules[__package__ or "sageattention"]
+    paths = [os.path.join(d, _LIB_NAME) for d in getattr(package, "__path__", [])]
+    override = os.environ.get("SAGEATTN_LIBRARY")
+    if override:
+        paths.insert(0, override)
+    return paths
+
+
+@lru_cache(maxsize=1)
+def module() -> Any:
+    """The loaded TVM-FFI module; raises ImportError with the paths it tried."""
+    tried = []
+    for path in _candidates():
+        if os.path.exists(path):
+            return tvm_ffi.load_module(path)
+        tried.append(path)
+    raise ImportError(
+        "sageattention: the C++ core was not found (tried " + ", ".join(tried) + "). "
+        "Reinstall with `pip install .`."
+    )
+
+
+def cpu_isa() -> str:
+    """The SIMD path the CPU kernels use now: 'avx512', 'avx2' or 'scalar'."""
+    return str(module().cpu_isa())
+
+
+def set_cpu_isa(name: str) -> None:
+    """Force a SIMD path ('scalar', 'avx2', 'avx512') or return to 'auto'."""
+    module().set_cpu_isa(name)
+
+
+def cpu_isa_available(name: str) -> bool:
+    return bool(module().cpu_isa_available(name))
+
+
+def peak_probe_kinds() -> list[str]:
+    return [str(k) for k in module().peak_probe_kinds()]
+
+
+def peak_probe_supported(kind: str) -> bool:
+    return bool(module().peak_probe_supported(kind))
+
+
+def measure_peak_gops(kind: str, threads: int, seconds: float) -> float:
+    return float(module().measure_peak_gops(kind, int(threads), float(seconds)))

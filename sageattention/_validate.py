@@ -1,0 +1,84 @@
+"""Input checks of the public API (SEMANTICS.md §4). Every message names the argument."""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import torch
+
+MAX_HEAD_DIM = 128
+LAYOUTS = ("HND", "NHD")
+QK_QUANT_DTYPES = ("int8", "fp8")
+INPUT_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def check_tensor(x: Any, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    return x
+
+
+def check_qkv(q: Any, k: Any, v: Any, tensor_layout: Any) -> None:
+    """Types, dtypes, devices, layout, ranks and shapes of q, k, v."""
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        check_tensor(x, name)
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if x.dtype not in INPUT_DTYPES:
+            raise TypeError(f"{name}: dtype {x.dtype} is not supported; use torch.float16 or torch.bfloat16")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"q, k, v must share one dtype, got q={q.dtype}, k={k.dtype}, v={v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k, v must be on the same device, got q={q.device}, k={k.device}, v={v.device}")
+    if tensor_layout not in LAYOUTS:
+        raise ValueError(f"tensor_layout: expected 'HND' or 'NHD', got {tensor_layout!r}")
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if x.dim() != 4:
+            raise ValueError(f"{name}: expected a 4-D tensor in {tensor_layout} layout, got shape {tuple(x.shape)}")
+    qn, kn, vn = (to_nhd(x, tensor_layout) for x in (q, k, v))
+    check_nhd_shapes(qn, kn, vn)
+
+
+def check_nhd_shapes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    """Shape rules on (B, N, H, D) views."""
+    if not (q.shape[0] == k.shape[0] == v.shape[0]):
+        raise ValueError(f"q, k, v: batch sizes differ (q={q.shape[0]}, k={k.shape[0]}, v={v.shape[0]})")
+    if k.shape[1] != v.shape[1]:
+        raise ValueError(f"k, v: sequence lengths differ (k={k.shape[1]}, v={v.shape[1]})")
+    if k.shape[2] != v.shape[2]:
+        raise ValueError(f"k, v: head counts differ (k={k.shape[2]}, v={v.shape[2]})")
+    if q.shape[3] != k.shape[3]:
+        raise ValueError(f"q, k: head dims differ (q={q.shape[3]}, k={k.shape[3]})")
+    hq, hkv = q.shape[2], k.shape[2]
+    if hkv == 0 and hq > 0 or (hkv > 0 and hq % hkv != 0):
+        raise ValueError(f"q: query heads ({hq}) must be a multiple of key/value heads ({hkv})")
+    for name, d in (("q", q.shape[3]), ("v", v.shape[3])):
+        if d < 1 or d > MAX_HEAD_DIM:
+            raise ValueError(f"{name}: head dim {d} is outside the supported range [1, {MAX_HEAD_DIM}]")
+
+
+def to_nhd(x: torch.Tensor, tensor_layout: str) -> torch.Tensor:
+    """A (B, N, H, D) view of x; never a copy."""
+    return x.transpose(1, 2) if tensor_layout == "HND" else x
+
+
+def check_qk_quant_dtype(qk_quant_dtype: Any) -> str:
+    if qk_quant_dtype not in QK_QUANT_DTYPES:
+        raise ValueError(f"qk_quant_dtype: expected 'int8' or 'fp8', got {qk_quant_dtype!r}")
+    return str(qk_quant_dtype)
+
+
+def resolve_sm_scale(sm_scale: Optional[float], head_dim: int) -> float:
+    """Default 1/sqrt(D). NaN and inf are rejected; 0 and negative values are computed faithfully."""
+    if sm_scale is None:
+        return 1.0 / math.sqrt(head_dim)
+    if isinstance(sm_scale, torch.Tensor):
+        if sm_scale.numel() != 1:
+            raise ValueError("sm_scale: expected a number")
+        sm_scale = float(sm_scale.item())
+    try:
+        value = float(sm_scale)
+    except (TypeError, ValueError):
+        raise TypeError(f"sm_scale: expected a number, got {type(sm_scale).__name__}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"sm_scale: must be finite, got {value}")
+    return value

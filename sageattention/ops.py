@@ -1,0 +1,121 @@
+"""The low-level API: quantize, then attend on pre-quantized tensors.
+
+Tensors are (B, N, H, D) in any strides. Scale shapes are documented in docs/DESIGN.md.
+`sageattn` is built from exactly these three calls, on every backend.
+"""
+from __future__ import annotations
+
+from typing import Literal, Optional, Sequence, Tuple, Union, overload
+
+import torch
+
+from ._backends import get_backend
+from ._recipes import DEFAULT_RECIPE, normalize_recipe
+from ._types import QuantizedQK, QuantizedV
+from ._validate import check_qk_quant_dtype, check_tensor, resolve_sm_scale
+
+__all__ = ["QuantizedQK", "QuantizedV", "attention_quantized", "quantize_qk", "quantize_v"]
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _check_input(x: object, name: str) -> torch.Tensor:
+    t = check_tensor(x, name)
+    if t.dim() != 4:
+        raise ValueError(f"{name}: expected a 4-D (B, N, H, D) tensor, got shape {tuple(t.shape)}")
+    if t.dtype not in _HALF:
+        raise TypeError(f"{name}: dtype {t.dtype} is not supported; use torch.float16 or torch.bfloat16")
+    return t
+
+
+def quantize_qk(q: torch.Tensor, k: torch.Tensor, *, quant_recipe: Sequence[int] = DEFAULT_RECIPE,
+                qk_quant_dtype: str = "int8", smooth_k: bool = True) -> QuantizedQK:
+    """Quantize Q and K (K smoothed by its per-channel mean) to int8 or fp8 codes.
+
+    Returns QuantizedQK(q_codes, q_scale, k_codes, k_scale, k_mean); x ≈ code * scale.
+    """
+    q, k = _check_input(q, "q"), _check_input(k, "k")
+    if q.device != k.device:
+        raise ValueError(f"q, k must be on the same device, got {q.device} and {k.device}")
+    if q.shape[0] != k.shape[0] or q.shape[3] != k.shape[3]:
+        raise ValueError(f"q, k: batch and head dim must match, got {tuple(q.shape)} and {tuple(k.shape)}")
+    return get_backend(q.device).quantize_qk(
+        q, k, quant_recipe=normalize_recipe(quant_recipe),
+        qk_quant_dtype=check_qk_quant_dtype(qk_quant_dtype), smooth_k=bool(smooth_k),
+    )
+
+
+def quantize_v(v: torch.Tensor, *, quant_recipe: Sequence[int] = DEFAULT_RECIPE) -> QuantizedV:
+    """Quantize V to fp8 e4m3 with per-channel, per-128-token-block or per-tensor scales."""
+    v = _check_input(v, "v")
+    return get_backend(v.device).quantize_v(v, quant_recipe=normalize_recipe(quant_recipe))
+
+
+def _unit_inner_stride(x: torch.Tensor) -> torch.Tensor:
+    # The kernels stream code rows; any other layout of the outer dims is fine.
+    return x if x.shape[-1] <= 1 or x.stride(-1) == 1 else x.contiguous()
+
+
+def _as_4d_mask(mask: torch.Tensor) -> torch.Tensor:
+    if mask.dim() > 4:
+        raise ValueError(f"attn_mask: at most 4 dims, got shape {tuple(mask.shape)}")
+    while mask.dim() < 4:
+        mask = mask.unsqueeze(0)
+    if mask.dtype != torch.bool:
+        if not mask.is_floating_point():
+            raise TypeError(f"attn_mask: expected a bool or floating mask, got {mask.dtype}")
+        mask = mask.float()
+    return mask
+
+
+@overload
+def attention_quantized(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_scale: torch.Tensor,
+                        k_scale: torch.Tensor, v_scale: torch.Tensor, softmax_scale: Optional[float],
+                        causal: bool = ..., quant_recipe: Sequence[int] = ...,
+                        return_lse: Literal[False] = ..., fp8_output: Literal[False] = ..., *,
+                        k_mean: Optional[torch.Tensor] = ..., out_dtype: torch.dtype = ...,
+                        out: Optional[torch.Tensor] = ..., out_scale: Optional[torch.Tensor] = ...,
+                        attn_mask: Optional[torch.Tensor] = ...) -> torch.Tensor: ...
+@overload
+def attention_quantized(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_scale: torch.Tensor,
+                        k_scale: torch.Tensor, v_scale: torch.Tensor, softmax_scale: Optional[float],
+                        causal: bool = ..., quant_recipe: Sequence[int] = ...,
+                        return_lse: bool = ..., fp8_output: bool = ..., *,
+                        k_mean: Optional[torch.Tensor] = ..., out_dtype: torch.dtype = ...,
+                        out: Optional[torch.Tensor] = ..., out_scale: Optional[torch.Tensor] = ...,
+                        attn_mask: Optional[torch.Tensor] = ...) -> Tuple[torch.Tensor, ...]: ...
+
+
+def attention_quantized(q, k, v, q_scale, k_scale, v_scale, softmax_scale, causal=False,
+                        quant_recipe=DEFAULT_RECIPE, return_lse=False, fp8_output=False, *,
+                        k_mean=None, out_dtype=torch.bfloat16, out=None, out_scale=None,
+                        attn_mask=None) -> Union[torch.Tensor, Tuple[torch.Tensor, ...]]:
+    """Attention on pre-quantized Q/K (int8 or fp8) and V (fp8) codes.
+
+    Returns `out`, `(out, lse)`, `(out_fp8, out_scale)` or `(out_fp8, out_scale, lse)`:
+    out (B, Nq, Hq, Dv) in `out_dtype`; lse float32 (B, Hq, Nq), natural log, for the
+    unsmoothed K when `k_mean` is given; out_scale float32 (B, Nq, Hq, 1).
+    `out` / `out_scale` may be caller-provided buffers of that shape, any strides.
+    """
+    names = ("q", "k", "v", "q_scale", "k_scale", "v_scale")
+    for name, t in zip(names, (q, k, v, q_scale, k_scale, v_scale)):
+        check_tensor(t, name)
+    for name, t in zip(names[:3], (q, k, v)):
+        if t.dim() != 4:
+            raise ValueError(f"{name}: expected a 4-D (B, N, H, D) tensor, got shape {tuple(t.shape)}")
+    if q.dtype not in (torch.int8, torch.float8_e4m3fn) or k.dtype != q.dtype:
+        raise TypeError(f"q, k: expected int8 or float8_e4m3fn codes of one dtype, got {q.dtype} and {k.dtype}")
+    if v.dtype != torch.float8_e4m3fn:
+        raise TypeError(f"v: expected float8_e4m3fn codes, got {v.dtype}")
+    if out_dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise TypeError(f"out_dtype: expected float16, bfloat16 or float32, got {out_dtype}")
+    devices = {t.device for t in (q, k, v, q_scale, k_scale, v_scale)}
+    if len(devices) != 1:
+        raise ValueError(f"q, k, v and their scales must be on one device, got {sorted(map(str, devices))}")
+    mask = None if attn_mask is None else _as_4d_mask(check_tensor(attn_mask, "attn_mask"))
+    return get_backend(q.device).attention_quantized(
+        _unit_inner_stride(q), _unit_inner_stride(k), _unit_inner_stride(v), q_scale, k_scale, v_scale,
+        resolve_sm_scale(softmax_scale, q.shape[3]), bool(causal), normalize_recipe(quant_recipe),
+        bool(return_lse), bool(fp8_output), k_mean=k_mean, out_dtype=out_dtype, out=out,
+        out_scale=out_scale, attn_mask=mask,
+    )
