@@ -27,6 +27,9 @@ def _candidates() -> list[str]:
     # checkout and the built library in site-packages.
     package = sys.modules[__package__ or "sageattention"]
     paths = [os.path.join(d, _LIB_NAME) for d in getattr(package, "__path__", [])]
+    # `python -m pytest` from a checkout imports the sources, which hold no library:
+    # fall back to an installed copy on sys.path.
+    paths += [os.path.join(p, "sageattention", _LIB_NAME) for p in sys.path if p]
     override = os.environ.get("SAGEATTN_LIBRARY")
     if override:
         paths.insert(0, override)
