@@ -10,7 +10,14 @@ from importlib.metadata import PackageNotFoundError, version as _dist_version
 from . import ops
 from ._backends import available_backends
 from ._recipes import DEFAULT_RECIPE, SUPPORTED_RECIPES
-from .core import sageattn, sageattn_qk_int8_pv_fp8_cuda_sm90
+from .core import (
+    sageattn,
+    sageattn_qk_int8_pv_fp16_cuda,
+    sageattn_qk_int8_pv_fp16_triton,
+    sageattn_qk_int8_pv_fp8_cuda,
+    sageattn_qk_int8_pv_fp8_cuda_sm90,
+    sageattn_varlen,
+)
 
 try:
     __version__ = _dist_version("sageattention")
@@ -24,5 +31,9 @@ __all__ = [
     "available_backends",
     "ops",
     "sageattn",
+    "sageattn_qk_int8_pv_fp16_cuda",
+    "sageattn_qk_int8_pv_fp16_triton",
+    "sageattn_qk_int8_pv_fp8_cuda",
     "sageattn_qk_int8_pv_fp8_cuda_sm90",
+    "sageattn_varlen",
 ]

@@ -85,6 +85,31 @@ def normalize_recipe(quant_recipe: Sequence[int]) -> QuantRecipe:
     return recipe  # type: ignore[return-value]
 
 
+# Upstream-named variants (SEMANTICS.md §6) take qk_quant_gran values of their own.
+# "per_thread" is the default recipe. "per_warp" is Q per 32 tokens (4 groups of a
+# 128-token block) and K per 64-token block, upstream's warp-level granularity.
+# The Triton / varlen kernels use Q per 128-token block and K per 64-token block.
+PER_WARP = ResolvedRecipe((128, 64, -1, 1), Grouping(128, 4, 32), Grouping(64, 1, 64), _WHOLE, v_per_channel=True)
+TRITON_BLOCKS = ResolvedRecipe((128, 64, -1, 1), _BLOCK128, Grouping(64, 1, 64), _WHOLE, v_per_channel=True)
+
+
+def resolve_named(qk_quant_gran: Optional[str], quant_recipe: Optional[Sequence[int]] = None) -> ResolvedRecipe:
+    """Granularity of the upstream-named CUDA variants: "per_warp" or "per_thread"."""
+    if quant_recipe is not None:
+        return _TABLE[normalize_recipe(quant_recipe)]
+    if qk_quant_gran is None or qk_quant_gran == "per_thread":
+        return _TABLE[DEFAULT_RECIPE]
+    if qk_quant_gran == "per_warp":
+        return PER_WARP
+    raise NotImplementedError(
+        f"qk_quant_gran: expected 'per_warp' or 'per_thread', got {qk_quant_gran!r}"
+    )
+
+
+def as_resolved(recipe: "QuantRecipe | ResolvedRecipe") -> ResolvedRecipe:
+    return recipe if isinstance(recipe, ResolvedRecipe) else _TABLE[normalize_recipe(recipe)]
+
+
 def resolve(quant_recipe: Optional[Sequence[int]], qk_quant_gran: Optional[str] = "per_thread") -> ResolvedRecipe:
     """An explicit recipe wins; otherwise qk_quant_gran must be 'per_thread' (or None)."""
     if quant_recipe is not None:

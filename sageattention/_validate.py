@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 import torch
 
-MAX_HEAD_DIM = 128
+MAX_HEAD_DIM = 256
 LAYOUTS = ("HND", "NHD")
 QK_QUANT_DTYPES = ("int8", "fp8")
 INPUT_DTYPES = (torch.float16, torch.bfloat16)

@@ -1,131 +1,221 @@
 """The public, upstream-compatible API (SEMANTICS.md §1-§4, §6).
 
-Each entry point validates its input, resolves the recipe and layout, picks the backend
+Every entry point validates its input, resolves the recipe and layout, picks the backend
 that owns the device, and runs quantize_qk -> quantize_v -> attention_quantized.
 """
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
 from typing import Any, Literal, Optional, Sequence, Tuple, Union, overload
 
 import torch
 
 from ._backends import get_backend
-from ._recipes import resolve
+from ._grad import guard_forward_only
+from ._masks import prepare_mask
+from ._recipes import TRITON_BLOCKS, ResolvedRecipe, resolve, resolve_named
 from ._validate import check_qk_quant_dtype, check_qkv, resolve_sm_scale, to_nhd
+from .varlen import sageattn_varlen
 
-__all__ = ["sageattn", "sageattn_qk_int8_pv_fp8_cuda_sm90"]
+__all__ = [
+    "sageattn",
+    "sageattn_qk_int8_pv_fp16_cuda",
+    "sageattn_qk_int8_pv_fp16_triton",
+    "sageattn_qk_int8_pv_fp8_cuda",
+    "sageattn_qk_int8_pv_fp8_cuda_sm90",
+    "sageattn_varlen",
+]
 
 Result = Union[torch.Tensor, Tuple[torch.Tensor, ...]]
 
 
-def _layout_buffer(shape_nhd: Tuple[int, int, int, int], dtype: torch.dtype, layout: str,
-                   device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
-    """A contiguous tensor in the caller's layout, plus its (B, N, H, D) view for the core."""
-    b, n, h, d = shape_nhd
-    if layout == "HND":
-        t = torch.empty((b, h, n, d), dtype=dtype, device=device)
-        return t, t.transpose(1, 2)
-    t = torch.empty((b, n, h, d), dtype=dtype, device=device)
-    return t, t
+@dataclass(frozen=True)
+class _Plan:
+    """What one call computes, after the entry point has read its own arguments."""
+
+    recipe: ResolvedRecipe
+    qk_dtype: str = "int8"
+    pv_fp16: bool = False  # P and V in 16 bits (upstream's pv_fp16 variants)
+    smooth_k: bool = True
+    smooth_v: bool = False
+    fp8_output: bool = False
 
 
-def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tensor_layout: str, is_causal: bool,
-               sm_scale: Optional[float], return_lse: bool, qk_quant_gran: Optional[str],
-               qk_quant_dtype: str, quant_recipe: Optional[Sequence[int]], smooth_k: bool,
-               fp8_output: bool) -> Result:
+# flash-attn / SDPA keywords that callers such as yunchang pass by habit. Upstream drops
+# them silently, which gives different attention than asked for: we warn, once per name.
+_FOREIGN_KWARGS = {
+    "causal": "is_causal",
+    "softmax_scale": "sm_scale",
+    "scale": "sm_scale",
+    "dropout_p": None,
+}
+_warned: set = set()
+
+
+def _warn_foreign_kwargs(kwargs: dict) -> None:
+    for name, ours in _FOREIGN_KWARGS.items():
+        if name in kwargs and name not in _warned:
+            _warned.add(name)
+            hint = f"; use {ours}=" if ours else " (no dropout in sageattention)"
+            warnings.warn(f"sageattention ignores the keyword '{name}'{hint}", UserWarning, stacklevel=3)
+
+
+def _run(q: Any, k: Any, v: Any, tensor_layout: Any, is_causal: bool, sm_scale: Optional[float],
+         return_lse: bool, plan: _Plan, attn_mask: Any, kwargs: dict) -> Result:
+    _warn_foreign_kwargs(kwargs)
     check_qkv(q, k, v, tensor_layout)
-    recipe = resolve(quant_recipe, qk_quant_gran)
-    qk_dtype = check_qk_quant_dtype(qk_quant_dtype)
     backend = get_backend(q.device)
     qn, kn, vn = (to_nhd(x, tensor_layout) for x in (q, k, v))
     b, nq, hq, d = qn.shape
-    dv = vn.shape[3]
+    nk, hkv, dv = kn.shape[1], kn.shape[2], vn.shape[3]
     scale = resolve_sm_scale(sm_scale, d)
+    mask = prepare_mask(attn_mask, bool(is_causal), b, hq, nq, nk)
+    hnd = tensor_layout == "HND"
 
-    out_dtype = torch.float8_e4m3fn if fp8_output else q.dtype
-    out, out_view = _layout_buffer((b, nq, hq, dv), out_dtype, tensor_layout, q.device)
-    out_scale = out_scale_view = None
-    if fp8_output:
-        out_scale, out_scale_view = _layout_buffer((b, nq, hq, 1), torch.float32, tensor_layout, q.device)
-    if out.numel() == 0:
-        lse = torch.full((b, hq, nq), float("-inf"), dtype=torch.float32, device=q.device)
-        if fp8_output:
-            assert out_scale is not None
-            return (out, out_scale, lse) if return_lse else (out, out_scale)
-        return (out, lse) if return_lse else out
+    if b * nq * hq * dv == 0:
+        return _empty_result(b, nq, hq, dv, q, hnd, return_lse, plan.fp8_output)
 
-    qq = backend.quantize_qk(qn, kn, quant_recipe=recipe.recipe, qk_quant_dtype=qk_dtype, smooth_k=bool(smooth_k))
-    vq = backend.quantize_v(vn, quant_recipe=recipe.recipe)
+    v_mean = None
+    if plan.smooth_v:  # softmax rows sum to 1, so the mean comes back as a plain add
+        v_mean = vn.float().mean(dim=1)  # (B, Hkv, Dv)
+        vn = (vn.float() - v_mean[:, None]).to(vn.dtype)
+    qq = backend.quantize_qk(qn, kn, quant_recipe=plan.recipe, qk_quant_dtype=plan.qk_dtype,
+                             smooth_k=plan.smooth_k)
+    if plan.pv_fp16:
+        v_codes, v_scale = vn, None
+    else:
+        v_codes, v_scale = backend.quantize_v(vn, quant_recipe=plan.recipe)
     result = backend.attention_quantized(
-        qq.q_codes, qq.k_codes, vq.v_codes, qq.q_scale, qq.k_scale, vq.v_scale, scale, bool(is_causal),
-        recipe.recipe, bool(return_lse), bool(fp8_output), k_mean=qq.k_mean, out_dtype=q.dtype,
-        out=out_view, out_scale=out_scale_view, attn_mask=None,
+        qq.q_codes, qq.k_codes, v_codes, qq.q_scale, qq.k_scale, v_scale, scale, bool(is_causal),
+        plan.recipe, bool(return_lse), plan.fp8_output, k_mean=qq.k_mean, out_dtype=q.dtype,
+        attn_mask=mask, out_hnd=hnd,
     )
+    parts = list(result) if isinstance(result, tuple) else [result]
+    if v_mean is not None:
+        add = v_mean.repeat_interleave(hq // hkv, dim=1)  # (B, Hq, Dv)
+        add = add[:, :, None] if hnd else add[:, None]
+        parts[0] = (parts[0].float() + add).to(q.dtype)
+    parts[0] = guard_forward_only(parts[0], q, k, v)
+    return tuple(parts) if len(parts) > 1 else parts[0]
+
+
+def _empty_result(b: int, nq: int, hq: int, dv: int, q: torch.Tensor, hnd: bool, return_lse: bool,
+                  fp8_output: bool) -> Result:
+    shape = (b, hq, nq, dv) if hnd else (b, nq, hq, dv)
+    out = q.new_empty(shape, dtype=torch.float8_e4m3fn if fp8_output else q.dtype)
+    lse = torch.full((b, hq, nq), float("-inf"), dtype=torch.float32, device=q.device)
     if fp8_output:
-        assert out_scale is not None
-        return (out, out_scale, result[2]) if return_lse else (out, out_scale)
-    return (out, result[1]) if return_lse else out
+        out_scale = q.new_empty(shape[:-1] + (1,), dtype=torch.float32)
+        return (out, out_scale, lse) if return_lse else (out, out_scale)
+    return (out, lse) if return_lse else out
 
 
+def _check_choice(value: Any, allowed: Tuple[str, ...], name: str) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}: expected one of {allowed}, got {value!r}")
+
+
+# ---- sageattn -----------------------------------------------------------------------------
 @overload
 def sageattn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tensor_layout: str = ...,
              is_causal: bool = ..., sm_scale: Optional[float] = ..., return_lse: Literal[False] = ..., *,
              qk_quant_gran: Optional[str] = ..., qk_quant_dtype: str = ...,
              quant_recipe: Optional[Sequence[int]] = ..., smooth_k: bool = ...,
-             fp8_output: Literal[False] = ..., **kwargs: Any) -> torch.Tensor: ...
+             fp8_output: Literal[False] = ..., attn_mask: Optional[torch.Tensor] = ...,
+             **kwargs: Any) -> torch.Tensor: ...
 @overload
 def sageattn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tensor_layout: str = ...,
              is_causal: bool = ..., sm_scale: Optional[float] = ..., *, return_lse: Literal[True],
              qk_quant_gran: Optional[str] = ..., qk_quant_dtype: str = ...,
              quant_recipe: Optional[Sequence[int]] = ..., smooth_k: bool = ...,
-             fp8_output: Literal[False] = ..., **kwargs: Any) -> Tuple[torch.Tensor, torch.Tensor]: ...
+             fp8_output: Literal[False] = ..., attn_mask: Optional[torch.Tensor] = ...,
+             **kwargs: Any) -> Tuple[torch.Tensor, torch.Tensor]: ...
 @overload
 def sageattn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tensor_layout: str = ...,
              is_causal: bool = ..., sm_scale: Optional[float] = ..., return_lse: Literal[False] = ..., *,
              qk_quant_gran: Optional[str] = ..., qk_quant_dtype: str = ...,
              quant_recipe: Optional[Sequence[int]] = ..., smooth_k: bool = ...,
-             fp8_output: Literal[True], **kwargs: Any) -> Tuple[torch.Tensor, torch.Tensor]: ...
+             fp8_output: Literal[True], attn_mask: Optional[torch.Tensor] = ...,
+             **kwargs: Any) -> Tuple[torch.Tensor, torch.Tensor]: ...
 @overload
 def sageattn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tensor_layout: str = ...,
              is_causal: bool = ..., sm_scale: Optional[float] = ..., *, return_lse: Literal[True],
              qk_quant_gran: Optional[str] = ..., qk_quant_dtype: str = ...,
              quant_recipe: Optional[Sequence[int]] = ..., smooth_k: bool = ...,
-             fp8_output: Literal[True], **kwargs: Any) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+             fp8_output: Literal[True], attn_mask: Optional[torch.Tensor] = ...,
+             **kwargs: Any) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
 
 
 def sageattn(q, k, v, tensor_layout="HND", is_causal=False, sm_scale=None, return_lse=False, *,
              qk_quant_gran="per_thread", qk_quant_dtype="int8", quant_recipe=None, smooth_k=True,
-             fp8_output=False, **kwargs):
+             fp8_output=False, attn_mask=None, **kwargs):
     """8-bit attention, SageAttention-compatible.
 
     q: (B, Hq, Nq, D) for "HND" or (B, Nq, Hq, D) for "NHD"; k, v: Hkv heads with
     Hq % Hkv == 0; float16/bfloat16; any strides. Q·Kᵀ in int8 or fp8 (`qk_quant_dtype`)
     with per-block scales and K smoothing, P·V in fp8 with per-channel V scales,
     fp32 online softmax. `quant_recipe` (q_block, k_block, dqk_block, dv_block)
-    overrides `qk_quant_gran`.
+    overrides `qk_quant_gran`. `attn_mask`: bool (True keeps) or additive float,
+    broadcast to (B, Hq, Nq, Nk); not combinable with `is_causal`.
 
     Returns `out` (q's layout and dtype), `(out, lse)` with lse float32 (B, Hq, Nq),
     `(out_fp8, out_scale)` or `(out_fp8, out_scale, lse)` when `fp8_output=True`.
     Unknown keyword arguments are accepted and ignored, as upstream does.
     """
-    return _attention(q, k, v, tensor_layout, is_causal, sm_scale, return_lse, qk_quant_gran,
-                      qk_quant_dtype, quant_recipe, smooth_k, fp8_output)
+    plan = _Plan(resolve(quant_recipe, qk_quant_gran), check_qk_quant_dtype(qk_quant_dtype),
+                 smooth_k=bool(smooth_k), fp8_output=bool(fp8_output))
+    return _run(q, k, v, tensor_layout, is_causal, sm_scale, return_lse, plan, attn_mask, kwargs)
 
 
-_SM90_PV_ACCUM = ("fp32", "fp32+fp32")
-
-
+# ---- upstream-named variants ----------------------------------------------------------------
 def sageattn_qk_int8_pv_fp8_cuda_sm90(q, k, v, tensor_layout="HND", is_causal=False,
                                       qk_quant_gran="per_thread", sm_scale=None,
                                       pv_accum_dtype="fp32+fp32", smooth_k=True, return_lse=False, *,
                                       qk_quant_dtype="int8", fp8_output=False, quant_recipe=None,
-                                      **kwargs) -> Result:
-    """Upstream's SM90 entry point with its positional order; same computation as `sageattn`.
+                                      attn_mask=None, **kwargs) -> Result:
+    """Upstream's SM90 entry (int8 Q·Kᵀ, fp8 P·V) with its positional order.
 
-    P·V always accumulates in fp32 here, so `pv_accum_dtype` must be one of upstream's
-    values for this function ("fp32+fp32", "fp32").
+    qk_quant_gran: "per_thread" (the default recipe) or "per_warp" (Q per 32 tokens, K per
+    64 tokens). P·V always accumulates in fp32 on CPU; pv_accum_dtype takes upstream's
+    values ("fp32+fp32", "fp32").
     """
-    if pv_accum_dtype not in _SM90_PV_ACCUM:
-        raise ValueError(f"pv_accum_dtype: expected one of {_SM90_PV_ACCUM}, got {pv_accum_dtype!r}")
-    return _attention(q, k, v, tensor_layout, is_causal, sm_scale, return_lse, qk_quant_gran,
-                      qk_quant_dtype, quant_recipe, smooth_k, fp8_output)
+    _check_choice(pv_accum_dtype, ("fp32+fp32", "fp32"), "pv_accum_dtype")
+    plan = _Plan(resolve_named(qk_quant_gran, quant_recipe), check_qk_quant_dtype(qk_quant_dtype),
+                 smooth_k=bool(smooth_k), fp8_output=bool(fp8_output))
+    return _run(q, k, v, tensor_layout, is_causal, sm_scale, return_lse, plan, attn_mask, kwargs)
+
+
+def sageattn_qk_int8_pv_fp8_cuda(q, k, v, tensor_layout="HND", is_causal=False, qk_quant_gran="per_thread",
+                                 sm_scale=None, pv_accum_dtype="fp32+fp16", smooth_k=True, smooth_v=False,
+                                 return_lse=False, *, attn_mask=None, **kwargs) -> Result:
+    """Upstream's SM89 entry: int8 Q·Kᵀ, fp8 P·V. pv_accum_dtype: "fp32", "fp32+fp32" or
+    "fp32+fp16" (all accumulate in fp32 on CPU). smooth_v is honoured with "fp32+fp32",
+    as upstream does, and ignored otherwise."""
+    _check_choice(pv_accum_dtype, ("fp32", "fp32+fp32", "fp32+fp16"), "pv_accum_dtype")
+    plan = _Plan(resolve_named(qk_quant_gran), "int8", smooth_k=bool(smooth_k),
+                 smooth_v=bool(smooth_v) and pv_accum_dtype == "fp32+fp32")
+    return _run(q, k, v, tensor_layout, is_causal, sm_scale, return_lse, plan, attn_mask, kwargs)
+
+
+def sageattn_qk_int8_pv_fp16_cuda(q, k, v, tensor_layout="HND", is_causal=False, qk_quant_gran="per_thread",
+                                  sm_scale=None, pv_accum_dtype="fp32", smooth_k=True, smooth_v=False,
+                                  return_lse=False, *, attn_mask=None, **kwargs) -> Result:
+    """Upstream's SM80 entry: int8 Q·Kᵀ, P and V kept in 16 bits, fp32 accumulation.
+    pv_accum_dtype: "fp16", "fp16+fp32" or "fp32"; smooth_v is honoured with "fp16+fp32",
+    as upstream does, and ignored otherwise."""
+    _check_choice(pv_accum_dtype, ("fp16", "fp16+fp32", "fp32"), "pv_accum_dtype")
+    plan = _Plan(resolve_named(qk_quant_gran), "int8", pv_fp16=True, smooth_k=bool(smooth_k),
+                 smooth_v=bool(smooth_v) and pv_accum_dtype == "fp16+fp32")
+    return _run(q, k, v, tensor_layout, is_causal, sm_scale, return_lse, plan, attn_mask, kwargs)
+
+
+def sageattn_qk_int8_pv_fp16_triton(q, k, v, tensor_layout="HND", quantization_backend="triton",
+                                    is_causal=False, attn_mask=None, sm_scale=None, smooth_k=True,
+                                    return_lse=False, **kwargs) -> Result:
+    """Upstream's Triton entry: int8 Q·Kᵀ with Q per 128-token and K per 64-token blocks,
+    P and V in 16 bits. `quantization_backend` ("triton" or "cuda") only names where
+    upstream quantizes; here the C++ core always does."""
+    _check_choice(quantization_backend, ("triton", "cuda"), "quantization_backend")
+    plan = _Plan(TRITON_BLOCKS, "int8", pv_fp16=True, smooth_k=bool(smooth_k))
+    return _run(q, k, v, tensor_layout, is_causal, sm_scale, return_lse, plan, attn_mask, kwargs)

@@ -12,6 +12,7 @@ import torch
 from ._backends import get_backend
 from ._recipes import DEFAULT_RECIPE, normalize_recipe
 from ._types import QuantizedQK, QuantizedV
+from ._masks import prepare_mask
 from ._validate import check_qk_quant_dtype, check_tensor, resolve_sm_scale
 
 __all__ = ["QuantizedQK", "QuantizedV", "attention_quantized", "quantize_qk", "quantize_v"]
@@ -56,18 +57,6 @@ def _unit_inner_stride(x: torch.Tensor) -> torch.Tensor:
     return x if x.shape[-1] <= 1 or x.stride(-1) == 1 else x.contiguous()
 
 
-def _as_4d_mask(mask: torch.Tensor) -> torch.Tensor:
-    if mask.dim() > 4:
-        raise ValueError(f"attn_mask: at most 4 dims, got shape {tuple(mask.shape)}")
-    while mask.dim() < 4:
-        mask = mask.unsqueeze(0)
-    if mask.dtype != torch.bool:
-        if not mask.is_floating_point():
-            raise TypeError(f"attn_mask: expected a bool or floating mask, got {mask.dtype}")
-        mask = mask.float()
-    return mask
-
-
 @overload
 def attention_quantized(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_scale: torch.Tensor,
                         k_scale: torch.Tensor, v_scale: torch.Tensor, softmax_scale: Optional[float],
@@ -90,14 +79,16 @@ def attention_quantized(q, k, v, q_scale, k_scale, v_scale, softmax_scale, causa
                         quant_recipe=DEFAULT_RECIPE, return_lse=False, fp8_output=False, *,
                         k_mean=None, out_dtype=torch.bfloat16, out=None, out_scale=None,
                         attn_mask=None) -> Union[torch.Tensor, Tuple[torch.Tensor, ...]]:
-    """Attention on pre-quantized Q/K (int8 or fp8) and V (fp8) codes.
+    """Attention on pre-quantized Q/K (int8 or fp8) and V (fp8) codes. An unquantized
+    float16/bfloat16 `v` (with `v_scale=None`) selects 16-bit P·V instead.
 
     Returns `out`, `(out, lse)`, `(out_fp8, out_scale)` or `(out_fp8, out_scale, lse)`:
     out (B, Nq, Hq, Dv) in `out_dtype`; lse float32 (B, Hq, Nq), natural log, for the
     unsmoothed K when `k_mean` is given; out_scale float32 (B, Nq, Hq, 1).
     `out` / `out_scale` may be caller-provided buffers of that shape, any strides.
     """
-    names = ("q", "k", "v", "q_scale", "k_scale", "v_scale")
+    half_v = isinstance(v, torch.Tensor) and v.dtype in _HALF
+    names = ("q", "k", "v", "q_scale", "k_scale") + (() if half_v else ("v_scale",))
     for name, t in zip(names, (q, k, v, q_scale, k_scale, v_scale)):
         check_tensor(t, name)
     for name, t in zip(names[:3], (q, k, v)):
@@ -105,16 +96,20 @@ def attention_quantized(q, k, v, q_scale, k_scale, v_scale, softmax_scale, causa
             raise ValueError(f"{name}: expected a 4-D (B, N, H, D) tensor, got shape {tuple(t.shape)}")
     if q.dtype not in (torch.int8, torch.float8_e4m3fn) or k.dtype != q.dtype:
         raise TypeError(f"q, k: expected int8 or float8_e4m3fn codes of one dtype, got {q.dtype} and {k.dtype}")
-    if v.dtype != torch.float8_e4m3fn:
-        raise TypeError(f"v: expected float8_e4m3fn codes, got {v.dtype}")
+    if v.dtype != torch.float8_e4m3fn and not half_v:
+        raise TypeError(f"v: expected float8_e4m3fn codes, or float16/bfloat16 for 16-bit P·V; got {v.dtype}")
+    if half_v and fp8_output:
+        raise ValueError("fp8_output: not available with 16-bit P·V (unquantized v)")
     if out_dtype not in (torch.float16, torch.bfloat16, torch.float32):
         raise TypeError(f"out_dtype: expected float16, bfloat16 or float32, got {out_dtype}")
-    devices = {t.device for t in (q, k, v, q_scale, k_scale, v_scale)}
+    devices = {t.device for t in (q, k, v, q_scale, k_scale) + (() if half_v else (v_scale,))}
     if len(devices) != 1:
         raise ValueError(f"q, k, v and their scales must be on one device, got {sorted(map(str, devices))}")
-    mask = None if attn_mask is None else _as_4d_mask(check_tensor(attn_mask, "attn_mask"))
+    b, nq, hq, _ = q.shape
+    mask = prepare_mask(attn_mask, bool(causal), b, hq, nq, k.shape[1])
     return get_backend(q.device).attention_quantized(
-        _unit_inner_stride(q), _unit_inner_stride(k), _unit_inner_stride(v), q_scale, k_scale, v_scale,
+        _unit_inner_stride(q), _unit_inner_stride(k), _unit_inner_stride(v), q_scale, k_scale,
+        None if half_v else v_scale,
         resolve_sm_scale(softmax_scale, q.shape[3]), bool(causal), normalize_recipe(quant_recipe),
         bool(return_lse), bool(fp8_output), k_mean=k_mean, out_dtype=out_dtype, out=out,
         out_scale=out_scale, attn_mask=mask,

@@ -59,7 +59,9 @@ Dims validate(const AttentionArgs& a) {
     check_dtype(a.q, {DType::kFP8E4M3, DType::kU8}, "q");
     check_dtype(a.k, {DType::kFP8E4M3, DType::kU8}, "k");
   }
-  check_dtype(a.v, {DType::kFP8E4M3, DType::kU8}, "v");
+  const bool half_pv = a.pv_mode == PvMode::kHalf;
+  if (half_pv) check_dtype(a.v, {DType::kF16, DType::kBF16}, "v");
+  else check_dtype(a.v, {DType::kFP8E4M3, DType::kU8}, "v");
   Dims d{a.q.shape[0], a.q.shape[1], a.k.shape[1], a.q.shape[2], a.k.shape[2], a.q.shape[3],
          a.v.shape[3]};
   check_shape(a.k, {d.B, -1, -1, d.D}, "k");
@@ -75,6 +77,7 @@ Dims validate(const AttentionArgs& a) {
     const char* name = t == &a.q ? "q" : (t == &a.k ? "k" : "v");
     check_non_negative_strides(*t, name);
     if (t->shape[3] > 1 && t->stride[3] != 1) fail_value(std::string(name) + ": codes need unit stride along the head dim");
+    if (t->numel() > 0 && t->data == nullptr) fail_value(std::string(name) + ": null data");
   }
   auto check_scale = [&](const TensorRef& s, int64_t b, int64_t h, int64_t g, const char* name) {
     check_ndim(s, 3, name);
@@ -84,8 +87,11 @@ Dims validate(const AttentionArgs& a) {
   };
   check_scale(a.q_scale, d.B, d.Hq, a.q_grouping.num_groups(d.Nq), "q_scale");
   check_scale(a.k_scale, d.B, d.Hkv, a.k_grouping.num_groups(d.Nk), "k_scale");
-  if (a.v_mode == VScaleMode::kPerChannel) check_scale(a.v_scale, d.B, d.Hkv, d.Dv, "v_scale");
-  else check_scale(a.v_scale, d.B, d.Hkv, a.v_grouping.num_groups(d.Nk), "v_scale");
+  if (!half_pv) {
+    if (!a.v_scale) fail_value("v_scale: required for fp8 V");
+    if (a.v_mode == VScaleMode::kPerChannel) check_scale(*a.v_scale, d.B, d.Hkv, d.Dv, "v_scale");
+    else check_scale(*a.v_scale, d.B, d.Hkv, a.v_grouping.num_groups(d.Nk), "v_scale");
+  }
   for (const TokenGrouping* g : {&a.q_grouping, &a.k_grouping, &a.v_grouping}) {
     if (g->groups < 1) fail_value("quant_recipe: scale groups per block must be >= 1");
   }
@@ -175,6 +181,40 @@ float smoothing_shift(const AttentionArgs& a, int64_t b, int64_t i, int64_t hq, 
   return acc;
 }
 
+// 16-bit P·V (PvMode::kHalf): the same online-softmax step as TileOps::softmax, but P is
+// rounded to fp16 instead of fp8(448·p). A rarely used mode, so one portable version.
+void softmax_p16(float* s, int lds, int mq, int nk, float* m, float* l, float* alpha) {
+  for (int i = 0; i < mq; ++i) {
+    float* row = s + static_cast<int64_t>(i) * lds;
+    float mx = kNegInf;
+    for (int j = 0; j < nk; ++j) mx = row[j] > mx ? row[j] : mx;
+    const float m_new = mx > m[i] ? mx : m[i];
+    if (m_new == kNegInf) {
+      alpha[i] = 1.0f;
+      for (int j = 0; j < nk; ++j) row[j] = 0.0f;
+      continue;
+    }
+    alpha[i] = std::exp2(m[i] - m_new);
+    float sum = 0.0f;
+    for (int j = 0; j < nk; ++j) {
+      const float p = std::exp2(row[j] - m_new);
+      sum += p;
+      row[j] = f16_to_f32(f32_to_f16(p));
+    }
+    l[i] = l[i] * alpha[i] + sum;
+    m[i] = m_new;
+  }
+}
+
+void pack_v_half(const uint16_t* src, int64_t row_stride, int rows, int dv, bool bf16, float* dst) {
+  for (int r = 0; r < rows; ++r) {
+    for (int c = 0; c < dv; ++c) {
+      const uint16_t h = src[r * row_stride + c];
+      dst[static_cast<int64_t>(r) * dv + c] = bf16 ? bf16_to_f32(h) : f16_to_f32(h);
+    }
+  }
+}
+
 // One task: query rows [i0, i0 + mq) of head (b, hq), over all visible key tiles.
 void attend_tile(const AttentionArgs& a, const Dims& d, const TileOps& ops, Scratch& sc,
                  int64_t b, int64_t hq, int64_t i0) {
@@ -191,14 +231,17 @@ void attend_tile(const AttentionArgs& a, const Dims& d, const TileOps& ops, Scra
     sc.l[i] = 0.0f;
   }
   std::fill(sc.o.begin(), sc.o.begin() + static_cast<int64_t>(mq) * Dv, 0.0f);
+  const bool half_pv = a.pv_mode == PvMode::kHalf;
   const bool v_per_channel = a.v_mode == VScaleMode::kPerChannel;
-  if (v_per_channel) {
-    for (int c = 0; c < Dv; ++c) sc.v_scale[c] = scale3(a.v_scale, b, hkv, c);
+  if (!half_pv && v_per_channel) {
+    for (int c = 0; c < Dv; ++c) sc.v_scale[c] = scale3(*a.v_scale, b, hkv, c);
   }
+  const float p_unit = half_pv ? 1.0f : kFp8Max;  // P is stored as 448·p in fp8 mode
 
   const int64_t kend = a.causal ? std::min<int64_t>(d.Nk, i0 + mq) : d.Nk;
   const uint8_t* kbase = static_cast<const uint8_t*>(a.k.data) + b * a.k.stride[0] + hkv * a.k.stride[2];
-  const uint8_t* vbase = static_cast<const uint8_t*>(a.v.data) + b * a.v.stride[0] + hkv * a.v.stride[2];
+  const int64_t v_elem = dtype_size(a.v.dtype);
+  const uint8_t* vbase = static_cast<const uint8_t*>(a.v.data) + (b * a.v.stride[0] + hkv * a.v.stride[2]) * v_elem;
   for (int64_t j0 = 0; j0 < kend; j0 += kTileN) {
     const int nk = static_cast<int>(std::min<int64_t>(kTileN, kend - j0));
     ops.pack_k(kbase + j0 * a.k.stride[1], a.k.stride[1], nk, D, a.qk_dtype, sc.kbuf.data());
@@ -213,20 +256,26 @@ void attend_tile(const AttentionArgs& a, const Dims& d, const TileOps& ops, Scra
       for (int i = 0; i < mq; ++i)
         for (int j = 0; j < nk; ++j) sc.s[i * kTileN + j] += mask_value(*a.mask, b, hq, i0 + i, j0 + j);
     }
-    ops.softmax(sc.s.data(), kTileN, mq, nk, sc.m.data(), sc.l.data(), sc.alpha.data());
-    if (!v_per_channel) {
-      for (int j = 0; j < nk; ++j) sc.col_scale[j] = scale3(a.v_scale, b, hkv, a.v_grouping.group_of(j0 + j, d.Nk));
+    if (half_pv) {
+      softmax_p16(sc.s.data(), kTileN, mq, nk, sc.m.data(), sc.l.data(), sc.alpha.data());
+      pack_v_half(reinterpret_cast<const uint16_t*>(vbase + j0 * a.v.stride[1] * v_elem), a.v.stride[1], nk, Dv,
+                  a.v.dtype == DType::kBF16, sc.vbuf.data());
+    } else {
+      ops.softmax(sc.s.data(), kTileN, mq, nk, sc.m.data(), sc.l.data(), sc.alpha.data());
+      if (!v_per_channel) {
+        for (int j = 0; j < nk; ++j) sc.col_scale[j] = scale3(*a.v_scale, b, hkv, a.v_grouping.group_of(j0 + j, d.Nk));
+      }
+      ops.pack_v(vbase + j0 * a.v.stride[1], a.v.stride[1], nk, Dv,
+                 v_per_channel ? sc.v_scale.data() : nullptr,
+                 v_per_channel ? nullptr : sc.col_scale.data(), sc.vbuf.data());
     }
-    ops.pack_v(vbase + j0 * a.v.stride[1], a.v.stride[1], nk, Dv,
-               v_per_channel ? sc.v_scale.data() : nullptr,
-               v_per_channel ? nullptr : sc.col_scale.data(), sc.vbuf.data());
     ops.pv(sc.s.data(), kTileN, sc.vbuf.data(), mq, nk, Dv, sc.alpha.data(), sc.o.data(), Dv);
   }
 
   for (int i = 0; i < mq; ++i) {
     float* orow = sc.o.data() + static_cast<int64_t>(i) * Dv;
     const bool empty = sc.m[i] == kNegInf;
-    const float inv = empty ? 0.0f : 1.0f / (kFp8Max * sc.l[i]);
+    const float inv = empty ? 0.0f : 1.0f / (p_unit * sc.l[i]);
     for (int c = 0; c < Dv; ++c) orow[c] = empty ? 0.0f : orow[c] * inv;
     store_out_row(a, b, i0 + i, hq, orow, Dv);
     if (a.lse) {

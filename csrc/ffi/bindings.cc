@@ -85,26 +85,28 @@ void quantize_channels(DLTensor* x, DLTensor* codes, DLTensor* scale, int64_t nu
   });
 }
 
-// Groupings travel as (block, groups, stride) triples; v_mode 0 = per channel, 1 = per token.
+// Groupings travel as (block, groups, stride) triples.
+// v_mode: 0 = per-channel fp8 V, 1 = per-token fp8 V, 2 = 16-bit V with fp16 P (no v_scale).
 void attention_forward(DLTensor* q, DLTensor* k, DLTensor* v, DLTensor* q_scale, DLTensor* k_scale,
-                       DLTensor* v_scale, tvm::ffi::Array<int64_t> groupings, int64_t v_mode,
+                       Optional<DLTensor*> v_scale, tvm::ffi::Array<int64_t> groupings, int64_t v_mode,
                        bool qk_fp8, Optional<DLTensor*> k_mean, Optional<DLTensor*> mask,
                        double sm_scale, bool causal, DLTensor* out, Optional<DLTensor*> out_scale,
                        Optional<DLTensor*> lse, int64_t num_threads) {
   translate_errors([&] {
     if (groupings.size() != 9) throw Error(ErrorKind::kValue, "groupings: expected 9 integers");
-    if (v_mode != 0 && v_mode != 1) throw Error(ErrorKind::kValue, "v_mode: expected 0 or 1");
+    if (v_mode < 0 || v_mode > 2) throw Error(ErrorKind::kValue, "v_mode: expected 0, 1 or 2");
     sageattn::AttentionArgs a;
     a.q = sageattn::to_tensor_ref(q, "q");
     a.k = sageattn::to_tensor_ref(k, "k");
     a.v = sageattn::to_tensor_ref(v, "v");
     a.q_scale = sageattn::to_tensor_ref(q_scale, "q_scale");
     a.k_scale = sageattn::to_tensor_ref(k_scale, "k_scale");
-    a.v_scale = sageattn::to_tensor_ref(v_scale, "v_scale");
+    a.v_scale = sageattn::to_optional_ref(v_scale, "v_scale");
     a.q_grouping = grouping(groupings[0], groupings[1], groupings[2]);
     a.k_grouping = grouping(groupings[3], groupings[4], groupings[5]);
     a.v_grouping = grouping(groupings[6], groupings[7], groupings[8]);
-    a.v_mode = v_mode == 0 ? sageattn::VScaleMode::kPerChannel : sageattn::VScaleMode::kPerToken;
+    a.v_mode = v_mode == 1 ? sageattn::VScaleMode::kPerToken : sageattn::VScaleMode::kPerChannel;
+    a.pv_mode = v_mode == 2 ? sageattn::PvMode::kHalf : sageattn::PvMode::kFp8;
     a.qk_dtype = qdtype(qk_fp8);
     a.k_mean = sageattn::to_optional_ref(k_mean, "k_mean");
     a.mask = sageattn::to_optional_ref(mask, "attn_mask");

@@ -2,28 +2,39 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 import torch
 
 from .base import Backend
 
 
+from .cpu import CpuBackend
+
+_CPU = CpuBackend()
+
+
+def _have_mate() -> bool:
+    # Probed per call, off the CPU path: torch.compile traces get_backend for CPU tensors.
+    if "mate" in sys.modules:
+        return sys.modules["mate"] is not None
+    try:
+        return importlib.util.find_spec("mate") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def available_backends() -> list[str]:
     """Device types this installation can run on."""
-    names = ["cpu"]
-    if importlib.util.find_spec("mate") is not None:
-        names.append("musa")
-    return names
+    return ["cpu", "musa"] if _have_mate() else ["cpu"]
 
 
 def get_backend(device: torch.device) -> Backend:
     """The backend that owns `device`; ValueError naming the device otherwise."""
     kind = device.type
     if kind == "cpu":
-        from .cpu import CpuBackend
-
-        return CpuBackend()
-    if kind == "musa" and importlib.util.find_spec("mate") is not None:
+        return _CPU
+    if kind == "musa" and _have_mate():
         from .musa import MusaBackend
 
         return MusaBackend()

@@ -20,9 +20,12 @@ class Backend(Protocol):
     def quantize_v(self, v: torch.Tensor, *, quant_recipe: QuantRecipe) -> QuantizedV: ...
 
     def attention_quantized(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                            q_scale: torch.Tensor, k_scale: torch.Tensor, v_scale: torch.Tensor,
+                            q_scale: torch.Tensor, k_scale: torch.Tensor, v_scale: Optional[torch.Tensor],
                             softmax_scale: float, causal: bool, quant_recipe: QuantRecipe,
                             return_lse: bool, fp8_output: bool, *,
                             k_mean: Optional[torch.Tensor], out_dtype: torch.dtype,
-                            out: Optional[torch.Tensor], out_scale: Optional[torch.Tensor],
-                            attn_mask: Optional[torch.Tensor]) -> AttentionResult: ...
+                            out: Optional[torch.Tensor] = None, out_scale: Optional[torch.Tensor] = None,
+                            attn_mask: Optional[torch.Tensor] = None, out_hnd: bool = False) -> AttentionResult:
+        """q/k/v (B, N, H, D) codes (v may be unquantized float16/bfloat16: 16-bit P·V).
+        out_hnd=True returns outputs laid out (B, H, N, D) instead of (B, N, H, D)."""
+        ...

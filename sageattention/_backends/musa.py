@@ -32,18 +32,25 @@ class MusaBackend:
         return torch_quant.quantize_v(v, quant_recipe=quant_recipe)
 
     def attention_quantized(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                            q_scale: torch.Tensor, k_scale: torch.Tensor, v_scale: torch.Tensor,
+                            q_scale: torch.Tensor, k_scale: torch.Tensor, v_scale: Optional[torch.Tensor],
                             softmax_scale: float, causal: bool, quant_recipe: QuantRecipe,
                             return_lse: bool, fp8_output: bool, *,
                             k_mean: Optional[torch.Tensor], out_dtype: torch.dtype,
-                            out: Optional[torch.Tensor], out_scale: Optional[torch.Tensor],
-                            attn_mask: Optional[torch.Tensor]) -> AttentionResult:
+                            out: Optional[torch.Tensor] = None, out_scale: Optional[torch.Tensor] = None,
+                            attn_mask: Optional[torch.Tensor] = None, out_hnd: bool = False) -> AttentionResult:
         if attn_mask is not None:
             raise NotImplementedError("attn_mask: not supported by the MATE backend")
+        if v_scale is None:
+            raise NotImplementedError("v: 16-bit P·V variants are not supported by the MATE backend")
         result = self._mate().sage_attn_quantized(
             q, k, v, q_scale, k_scale, v_scale, softmax_scale, causal, quant_recipe, return_lse, fp8_output
         )
-        if out is not None:  # honour a caller-provided buffer (the public API's layout view)
+        if out_hnd:  # MATE returns (B, N, H, D) like our low-level API; give the caller HND
+            parts = result if isinstance(result, tuple) else (result,)
+            n_layout = 2 if fp8_output else 1
+            parts = tuple(t.transpose(1, 2) if i < n_layout else t for i, t in enumerate(parts))
+            result = parts if isinstance(result, tuple) else parts[0]
+        if out is not None:  # honour a caller-provided buffer
             first = result[0] if isinstance(result, tuple) else result
             out.copy_(first)
             if fp8_output and out_scale is not None:

@@ -1,0 +1,36 @@
+"""attn_mask handling shared by every entry point that takes one (SDPA conventions)."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+
+
+def prepare_mask(attn_mask: Any, is_causal: bool, b: int, hq: int, nq: int, nk: int) -> Optional[torch.Tensor]:
+    """Validate and bring a mask to 4-D (B|1, H|1, Nq|1, Nk|1) without copying bool masks.
+
+    bool: True keeps a key. Floating: added to the scores (natural-log units). A fully
+    masked row gives output 0 and LSE -inf.
+    """
+    if attn_mask is None:
+        return None
+    if not isinstance(attn_mask, torch.Tensor):
+        raise TypeError(f"attn_mask: expected a torch.Tensor or None, got {type(attn_mask).__name__}")
+    if is_causal:
+        raise ValueError("attn_mask: cannot be combined with is_causal=True (as in SDPA); fold causality into the mask")
+    if attn_mask.dtype != torch.bool and not attn_mask.is_floating_point():
+        raise TypeError(f"attn_mask: expected a bool or floating-point mask, got {attn_mask.dtype}")
+    if attn_mask.dim() > 4:
+        raise ValueError(f"attn_mask: expected at most 4 dims, got shape {tuple(attn_mask.shape)}")
+    mask = attn_mask
+    while mask.dim() < 4:
+        mask = mask.unsqueeze(0)
+    target = (b, hq, nq, nk)
+    for have, want in zip(mask.shape, target):
+        if have != want and have != 1:
+            raise ValueError(
+                f"attn_mask: shape {tuple(attn_mask.shape)} does not broadcast to (B, H, Nq, Nk) = {target}"
+            )
+    if mask.dtype != torch.bool and mask.dtype != torch.float32:
+        mask = mask.float()
+    return mask
