@@ -159,11 +159,17 @@ void store_out_row(const AttentionArgs& a, int64_t b, int64_t n, int64_t h, cons
   }
 }
 
-float mask_value(const TensorRef& mk, int64_t b, int64_t h, int64_t i, int64_t j) {
-  const int64_t off = bcast_offset(mk, 0, b) + bcast_offset(mk, 1, h) + bcast_offset(mk, 2, i) +
-                      bcast_offset(mk, 3, j);
-  if (mk.dtype == DType::kF32) return mk.ptr<const float>()[off] * kLog2e;
-  return mk.ptr<const uint8_t>()[off] ? 0.0f : kNegInf;
+// Adds one mask row to a score row (log2 units): bool keeps or hides, float adds.
+void apply_mask_row(const TensorRef& mk, int64_t b, int64_t h, int64_t i, int64_t j0, int nk, float* row) {
+  const int64_t base = bcast_offset(mk, 0, b) + bcast_offset(mk, 1, h) + bcast_offset(mk, 2, i);
+  const int64_t js = mk.shape[3] == 1 ? 0 : mk.stride[3];
+  if (mk.dtype == DType::kF32) {
+    const float* m = mk.ptr<const float>() + base + j0 * js;
+    for (int j = 0; j < nk; ++j) row[j] += m[j * js] * kLog2e;
+  } else {
+    const uint8_t* m = mk.ptr<const uint8_t>() + base + j0 * js;
+    for (int j = 0; j < nk; ++j) row[j] = m[j * js] ? row[j] : kNegInf;
+  }
 }
 
 // q̂_i · mean_k: the score shift that smoothing removed, added back to the LSE.
@@ -253,8 +259,7 @@ void attend_tile(const AttentionArgs& a, const Dims& d, const TileOps& ops, Scra
         for (int j = std::max<int64_t>(0, i0 + i + 1 - j0); j < nk; ++j) sc.s[i * kTileN + j] = kNegInf;
     }
     if (a.mask) {
-      for (int i = 0; i < mq; ++i)
-        for (int j = 0; j < nk; ++j) sc.s[i * kTileN + j] += mask_value(*a.mask, b, hq, i0 + i, j0 + j);
+      for (int i = 0; i < mq; ++i) apply_mask_row(*a.mask, b, hq, i0 + i, j0, nk, sc.s.data() + i * kTileN);
     }
     if (half_pv) {
       softmax_p16(sc.s.data(), kTileN, mq, nk, sc.m.data(), sc.l.data(), sc.alpha.data());
