@@ -6,6 +6,7 @@ from typing import Any, List, Optional
 import torch
 
 from ._backends import get_backend
+from ._backends.cpu_ops import define_op
 from ._grad import guard_forward_only
 from ._recipes import TRITON_BLOCKS
 from ._validate import check_nhd_shapes, check_tensor, INPUT_DTYPES, resolve_sm_scale
@@ -25,8 +26,7 @@ def _check_cu_values(cu: List[int], total: int, max_seqlen: int, name: str, max_
         raise ValueError(f"{max_name}: {max_seqlen} is smaller than the longest sequence ({longest})")
 
 
-@torch.library.custom_op("sageattention::varlen_attention", mutates_args=())
-def _varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
+def _varlen_attention_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
                       cu_seqlens_k: torch.Tensor, max_seqlen_q: int, max_seqlen_k: int, sm_scale: float,
                       causal: bool, smooth_k: bool) -> torch.Tensor:
     cu_q = [int(x) for x in cu_seqlens_q.tolist()]
@@ -51,9 +51,14 @@ def _varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seql
     return out
 
 
-@_varlen_attention.register_fake
-def _(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, sm_scale, causal, smooth_k):
+def _varlen_attention_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, sm_scale, causal, smooth_k):
     return q.new_empty((q.shape[0], q.shape[1], v.shape[2]))
+
+
+_varlen_attention = define_op(
+    "varlen_attention(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens_q, Tensor cu_seqlens_k, int max_seqlen_q,"
+    " int max_seqlen_k, float sm_scale, bool causal, bool smooth_k) -> Tensor",
+    _varlen_attention_impl, _varlen_attention_fake)
 
 
 def sageattn_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,

@@ -1,6 +1,10 @@
 """The C++ core as torch custom ops, so torch.compile(fullgraph=True) traces through
 sageattention without a graph break. Each op allocates its outputs and calls the core;
 its fake implementation only states shapes and dtypes.
+
+The ops are defined with torch.library.Library rather than the @custom_op decorator:
+the decorator wraps every kernel in a dynamo guard whose first call imports
+torch._dynamo, several seconds that every process would pay on its first attention.
 """
 from __future__ import annotations
 
@@ -11,6 +15,16 @@ import torch
 from .. import _lib
 
 _NS = "sageattention"
+_LIB = torch.library.Library(_NS, "DEF")
+
+
+def define_op(schema: str, impl, fake):
+    """Define `sageattention::<schema>` with an eager kernel and a fake (meta) kernel."""
+    name = schema.split("(", 1)[0]
+    _LIB.define(schema)
+    _LIB.impl(name, impl, "CompositeExplicitAutograd")
+    torch.library.register_fake(f"{_NS}::{name}", fake, lib=_LIB)
+    return getattr(torch.ops.sageattention, name).default
 
 
 def _threads() -> int:
@@ -29,8 +43,7 @@ def _code_dtype(fp8: bool) -> torch.dtype:
 
 
 # ---- quantize along tokens -------------------------------------------------------------
-@torch.library.custom_op(f"{_NS}::quantize_tokens", mutates_args=())
-def quantize_tokens(x: torch.Tensor, block: int, groups: int, stride: int, per_tensor: bool, fp8: bool,
+def _quantize_tokens(x: torch.Tensor, block: int, groups: int, stride: int, per_tensor: bool, fp8: bool,
                     mean: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
     b, n, h, _ = x.shape
     codes = torch.empty(x.shape, dtype=_code_dtype(fp8))
@@ -39,37 +52,32 @@ def quantize_tokens(x: torch.Tensor, block: int, groups: int, stride: int, per_t
     return codes, scale
 
 
-@quantize_tokens.register_fake
-def _(x, block, groups, stride, per_tensor, fp8, mean):
+def _quantize_tokens_fake(x, block, groups, stride, per_tensor, fp8, mean):
     b, n, h, _ = x.shape
     return (x.new_empty(x.shape, dtype=_code_dtype(fp8)),
             x.new_empty(_scale_shape(b, h, n, block, groups, per_tensor), dtype=torch.float32))
 
 
 # ---- K mean ----------------------------------------------------------------------------
-@torch.library.custom_op(f"{_NS}::channel_mean", mutates_args=())
-def channel_mean(x: torch.Tensor) -> torch.Tensor:
+def _channel_mean(x: torch.Tensor) -> torch.Tensor:
     mean = torch.empty((x.shape[0], x.shape[2], x.shape[3]), dtype=torch.float32)
     _lib.module().channel_mean(x, mean, _threads())
     return mean
 
 
-@channel_mean.register_fake
-def _(x):
+def _channel_mean_fake(x):
     return x.new_empty((x.shape[0], x.shape[2], x.shape[3]), dtype=torch.float32)
 
 
 # ---- V per channel ---------------------------------------------------------------------
-@torch.library.custom_op(f"{_NS}::quantize_channels", mutates_args=())
-def quantize_channels(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def _quantize_channels(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     codes = torch.empty(x.shape, dtype=torch.float8_e4m3fn)
     scale = torch.empty((x.shape[0], x.shape[2], x.shape[3]), dtype=torch.float32)
     _lib.module().quantize_channels(x, codes, scale, _threads())
     return codes, scale
 
 
-@quantize_channels.register_fake
-def _(x):
+def _quantize_channels_fake(x):
     return (x.new_empty(x.shape, dtype=torch.float8_e4m3fn),
             x.new_empty((x.shape[0], x.shape[2], x.shape[3]), dtype=torch.float32))
 
@@ -88,8 +96,7 @@ def _attention_outputs(q: torch.Tensor, v: torch.Tensor, out_hnd: bool, out_dtyp
     return out, out_scale, lse
 
 
-@torch.library.custom_op(f"{_NS}::attention", mutates_args=())
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_scale: torch.Tensor,
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_scale: torch.Tensor,
               k_scale: torch.Tensor, v_scale: Optional[torch.Tensor], groupings: List[int], v_mode: int,
               k_mean: Optional[torch.Tensor], mask: Optional[torch.Tensor], sm_scale: float, causal: bool,
               out_hnd: bool, out_dtype: torch.dtype, fp8_output: bool,
@@ -107,8 +114,20 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_scale: torch.
     return out, out_scale, lse
 
 
-@attention.register_fake
-def _(q, k, v, q_scale, k_scale, v_scale, groupings, v_mode, k_mean, mask, sm_scale, causal, out_hnd,
+def _attention_fake(q, k, v, q_scale, k_scale, v_scale, groupings, v_mode, k_mean, mask, sm_scale, causal, out_hnd,
       out_dtype, fp8_output, return_lse):
     return _attention_outputs(q, v, out_hnd, out_dtype, fp8_output, return_lse,
                               lambda s, d: q.new_empty(s, dtype=d))
+
+
+quantize_tokens = define_op(
+    "quantize_tokens(Tensor x, int block, int groups, int stride, bool per_tensor, bool fp8, Tensor? mean)"
+    " -> (Tensor, Tensor)", _quantize_tokens, _quantize_tokens_fake)
+channel_mean = define_op("channel_mean(Tensor x) -> Tensor", _channel_mean, _channel_mean_fake)
+quantize_channels = define_op("quantize_channels(Tensor x) -> (Tensor, Tensor)", _quantize_channels,
+                              _quantize_channels_fake)
+attention = define_op(
+    "attention(Tensor q, Tensor k, Tensor v, Tensor q_scale, Tensor k_scale, Tensor? v_scale, int[] groupings,"
+    " int v_mode, Tensor? k_mean, Tensor? mask, float sm_scale, bool causal, bool out_hnd,"
+    " ScalarType out_dtype, bool fp8_output, bool return_lse) -> (Tensor, Tensor, Tensor)",
+    _attention, _attention_fake)
