@@ -3,18 +3,32 @@ from __future__ import annotations
 
 import torch
 
+from ._backends.cpu_ops import define_op
+
+MESSAGE = ("sageattention is forward only: its quantized attention has no backward. "
+           "Use torch.nn.functional.scaled_dot_product_attention where gradients are needed.")
+
+
+def _raise_forward_only(grad: torch.Tensor) -> torch.Tensor:
+    raise RuntimeError(MESSAGE)
+
+
+# The raise lives in an op, not in backward() itself: torch.compile traces backward()
+# ahead of time and would refuse a function that always raises; an op runs only when
+# backward really happens.
+_forward_only_backward = define_op("forward_only_backward(Tensor grad) -> Tensor", _raise_forward_only,
+                                   lambda grad: torch.empty_like(grad))
+
 
 class _ForwardOnly(torch.autograd.Function):
     @staticmethod
     def forward(ctx, out: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.num_inputs = len(inputs)
         return out.view_as(out)
 
     @staticmethod
-    def backward(ctx, *grads):  # type: ignore[override]
-        raise RuntimeError(
-            "sageattention is forward only: its quantized attention has no backward. "
-            "Use torch.nn.functional.scaled_dot_product_attention where gradients are needed."
-        )
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        return (_forward_only_backward(grad),) + (None,) * ctx.num_inputs
 
 
 def guard_forward_only(out: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:

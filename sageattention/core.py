@@ -77,9 +77,10 @@ def _run(q: Any, k: Any, v: Any, tensor_layout: Any, is_causal: bool, sm_scale: 
         return _empty_result(b, nq, hq, dv, q, hnd, return_lse, plan.fp8_output)
 
     v_mean = None
-    if plan.smooth_v:  # softmax rows sum to 1, so the mean comes back as a plain add
+    if plan.smooth_v and nk > 0:  # softmax rows sum to 1, so the mean comes back as a plain add
         v_mean = vn.float().mean(dim=1)  # (B, Hkv, Dv)
         vn = (vn.float() - v_mean[:, None]).to(vn.dtype)
+    want_lse = bool(return_lse) or v_mean is not None  # smooth_v needs to know empty rows
     qq = backend.quantize_qk(qn, kn, quant_recipe=plan.recipe, qk_quant_dtype=plan.qk_dtype,
                              smooth_k=plan.smooth_k)
     if plan.pv_fp16:
@@ -88,14 +89,20 @@ def _run(q: Any, k: Any, v: Any, tensor_layout: Any, is_causal: bool, sm_scale: 
         v_codes, v_scale = backend.quantize_v(vn, quant_recipe=plan.recipe)
     result = backend.attention_quantized(
         qq.q_codes, qq.k_codes, v_codes, qq.q_scale, qq.k_scale, v_scale, scale, bool(is_causal),
-        plan.recipe, bool(return_lse), plan.fp8_output, k_mean=qq.k_mean, out_dtype=q.dtype,
+        plan.recipe, want_lse, plan.fp8_output, k_mean=qq.k_mean, out_dtype=q.dtype,
         attn_mask=mask, out_hnd=hnd,
     )
     parts = list(result) if isinstance(result, tuple) else [result]
     if v_mean is not None:
-        add = v_mean.repeat_interleave(hq // hkv, dim=1)  # (B, Hq, Dv)
-        add = add[:, :, None] if hnd else add[:, None]
+        lse = parts.pop()
+        # Rows that saw no key stay 0 (SEMANTICS.md §1): add the mean only where lse is finite.
+        seen = torch.isfinite(lse)  # (B, Hq, Nq)
+        add = v_mean.repeat_interleave(hq // hkv, dim=1)[:, :, None]  # (B, Hq, 1, Dv)
+        add = torch.where(seen[..., None], add, torch.zeros((), dtype=add.dtype))
+        add = add if hnd else add.transpose(1, 2)
         parts[0] = (parts[0].float() + add).to(q.dtype)
+        if return_lse:
+            parts.append(lse)
     parts[0] = guard_forward_only(parts[0], q, k, v)
     return tuple(parts) if len(parts) > 1 else parts[0]
 

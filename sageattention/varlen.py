@@ -72,6 +72,9 @@ def sageattn_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlen
     int8 Q·Kᵀ with Q per 128-token and K per 64-token blocks of each sequence, 16-bit P·V.
     Returns (total_q, Hq, Dv) in q's dtype.
     """
+    from .core import _warn_foreign_kwargs  # core imports this module: resolve at call time
+
+    _warn_foreign_kwargs(kwargs)
     for name, x in (("q", q), ("k", k), ("v", v)):
         check_tensor(x, name)
         if x.dim() != 3:
