@@ -13,6 +13,7 @@
 #include "sageattn/quantize.h"
 
 #include <algorithm>
+#include <limits>
 #include <vector>
 
 #include "sageattn/error.h"
@@ -209,8 +210,11 @@ void channel_mean(const TensorRef& x, const TensorRef& mean_out, int num_threads
     }
     float* out = mean_out.ptr<float>() + b * mean_out.stride[0] + h * mean_out.stride[1];
     for (int64_t i = 0; i < w; ++i) {
+      const double m = N > 0 ? s.sum[i] / static_cast<double>(N) : 0.0;
+      // Which NaN an addition of two NaNs returns depends on the operand order the
+      // compiler picked (it treats + as commutative), so a NaN mean is canonicalized.
       out[(d0 + i) * mean_out.stride[2]] =
-          N > 0 ? static_cast<float>(s.sum[i] / static_cast<double>(N)) : 0.0f;
+          m == m ? static_cast<float>(m) : std::numeric_limits<float>::quiet_NaN();
     }
   });
 }
