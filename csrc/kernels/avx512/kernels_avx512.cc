@@ -1,6 +1,20 @@
-// Placeholder until the avx512 tile operations land: serves the scalar ones.
-#include "sageattn/tile_ops.h"
+// AVX-512 tile operations: the shared SIMD kernels (simd/tile_kernels.h) on the 16-lane
+// mapping of simd/avx512.h (VPDPBUSD for int8 Q·Kᵀ, FMA elsewhere). Built with the
+// AVX-512 F/BW/VL/DQ/VNNI/BF16 flags (CMakeLists.txt); only selected at run time on a
+// CPU that has them (isa.cc).
+// GCC 12's avx512fintrin.h trips -Wmaybe-uninitialized inside its own set1/setzero
+// helpers (the `__Y = __Y` idiom of _mm512_undefined_*); nothing in this file is affected.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include "sageattn/simd/avx512.h"
+#include "sageattn/simd/tile_kernels.h"
 
 namespace sageattn {
-const TileOps& avx512_tile_ops() { return scalar_tile_ops(); }
+
+const TileOps& avx512_tile_ops() {
+  static const TileOps ops = simd::TileKernels<simd::Avx512>::table();
+  return ops;
+}
+
 }  // namespace sageattn

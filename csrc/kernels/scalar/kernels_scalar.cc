@@ -52,8 +52,9 @@ void softmax(float* s, int lds, int mq, int nk, float* m, float* l, float* alpha
   for (int i = 0; i < mq; ++i) {
     float* row = s + static_cast<int64_t>(i) * lds;
     float mx = kNegInf;
-    for (int j = 0; j < nk; ++j) mx = row[j] > mx ? row[j] : mx;
-    const float m_new = mx > m[i] ? mx : m[i];
+    // NaN-propagating: a NaN score makes the whole row NaN rather than being skipped.
+    for (int j = 0; j < nk; ++j) mx = (row[j] > mx || row[j] != row[j]) ? row[j] : mx;
+    const float m_new = (mx != mx || mx > m[i]) ? mx : m[i];
     if (m_new == kNegInf) {
       alpha[i] = 1.0f;
       for (int j = 0; j < nk; ++j) row[j] = 0.0f;

@@ -1,0 +1,127 @@
+// AVX2 (+FMA) mapping of the SIMD "traits" the tile kernels are written against
+// (include/sageattn/simd/tile_kernels.h). Only this file and avx512.h hold intrinsics
+// that differ between the ISA paths; every loop lives in tile_kernels.h.
+//
+// Include only from a translation unit compiled with -mavx2 -mfma -mf16c. Everything is
+// in an unnamed namespace: each ISA's TU gets its own copies, so the linker can never
+// merge an AVX-512-compiled inline function into the AVX2 path (or the scalar core).
+#pragma once
+#if !defined(__AVX2__) || !defined(__FMA__)
+#error "sageattn/simd/avx2.h needs -mavx2 -mfma"
+#endif
+#include <immintrin.h>
+
+#include <cstdint>
+
+namespace sageattn {
+namespace simd {
+namespace {
+
+struct Avx2 {
+  static constexpr int W = 8;  // fp32 lanes per vector = keys per packed K panel
+  using F = __m256;            // 8 x fp32
+  using I = __m256i;           // 8 x int32
+  using M = __m256;            // lane mask (all-ones / all-zeros lanes)
+
+  // Register blocking of the micro-kernels (16 ymm registers):
+  //   qk int8: MR x NR accumulators + NR K vectors + |q|, q broadcasts (+ the ones vector)
+  //   qk fp8 / pv: MR x NR accumulators + NR vectors + 1 broadcast
+  static constexpr int kQkI8Rows = 4, kQkI8Panels = 2;
+  static constexpr int kQkF32Rows = 6, kQkF32Panels = 2;
+  static constexpr int kPvRows = 6, kPvVecs = 2;
+  // Packed int8 Q is stored as q + 128 (unsigned) with a per-key correction: no.
+  static constexpr bool kQOffset128 = false;
+
+  // ---- float
+  static F zero() { return _mm256_setzero_ps(); }
+  static F set1(float x) { return _mm256_set1_ps(x); }
+  static F bcast(const float* p) { return _mm256_broadcast_ss(p); }
+  static F load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, F v) { _mm256_storeu_ps(p, v); }
+  static M first_n(int n) {  // lanes [0, n) set, 0 <= n <= W
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(n), iota));
+  }
+  // Lanes >= n read as `fill` and their memory is not touched.
+  static F load_n(const float* p, int n, float fill) {
+    const M m = first_n(n);
+    return _mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(p, _mm256_castps_si256(m)), m);
+  }
+  static F load_n(const float* p, int n) { return _mm256_maskload_ps(p, _mm256_castps_si256(first_n(n))); }
+  static void store_n(float* p, F v, int n) { _mm256_maskstore_ps(p, _mm256_castps_si256(first_n(n)), v); }
+  static F add(F a, F b) { return _mm256_add_ps(a, b); }
+  static F sub(F a, F b) { return _mm256_sub_ps(a, b); }
+  static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
+  static F fmadd(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }  // a*b + c, one rounding
+  // max/min return the second operand when either is NaN (x86 semantics, kept by both ISAs).
+  static F max(F a, F b) { return _mm256_max_ps(a, b); }
+  static F min(F a, F b) { return _mm256_min_ps(a, b); }
+  static F round_nearest(F a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static M lt(F a, F b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
+  static F select(M m, F if_true, F if_false) { return _mm256_blendv_ps(if_false, if_true, m); }
+  static float hsum(F v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+  static float hmax(F v) {  // v holds no NaN in the lanes that matter (see softmax)
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+  static float first(F v) { return _mm256_cvtss_f32(v); }
+
+  // ---- int32 lanes and bit casts
+  static I i32(F v) { return _mm256_castps_si256(v); }
+  static F f32(I v) { return _mm256_castsi256_ps(v); }
+  static I iset1(int32_t x) { return _mm256_set1_epi32(x); }
+  static I izero() { return _mm256_setzero_si256(); }
+  static I iload(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+  static I iadd(I a, I b) { return _mm256_add_epi32(a, b); }
+  static I imax(I a, I b) { return _mm256_max_epi32(a, b); }
+  static I iand(I a, I b) { return _mm256_and_si256(a, b); }
+  static I ior(I a, I b) { return _mm256_or_si256(a, b); }
+  template <int S> static I shl(I a) { return _mm256_slli_epi32(a, S); }
+  template <int S> static I shr(I a) { return _mm256_srli_epi32(a, S); }  // logical
+  static F cvt_i2f(I a) { return _mm256_cvtepi32_ps(a); }                 // round-half-even
+  static I cvt_f2i(F a) { return _mm256_cvtps_epi32(a); }                 // for integral a
+
+  // ---- exact int8 dot products on 4-byte groups: acc[lane] += Σ_{t<4} q[t]·k[lane][t].
+  // `q` is a group of 4 signed int8 codes of one query row (as packed by pack_q), `k` holds
+  // 8 such groups, one per key. vpmaddubsw is u8 x s8 with a saturating pair sum, so the
+  // sign of q moves onto k: |q|·sign(k, q). |q| <= 128 and |k| <= 127 keep each pair sum
+  // within int16 (2·128·127 < 32767); k = -128 breaks sign() (-(-128) wraps), which is why
+  // pack_k flags tiles that hold a -128 and those take DotExact.
+  struct DotFast {
+    struct Q { I abs_q, q; };
+    static Q prep(int32_t quad) {
+      const I q = _mm256_set1_epi32(quad);
+      return {_mm256_abs_epi8(q), q};
+    }
+    static I dot(I acc, const Q& q, I k) {
+      const I prod16 = _mm256_maddubs_epi16(q.abs_q, _mm256_sign_epi8(k, q.q));
+      return _mm256_add_epi32(acc, _mm256_madd_epi16(prod16, _mm256_set1_epi16(1)));
+    }
+  };
+  // Sign-extends bytes to int16 pairs and uses vpmaddwd: exact for every int8 input.
+  struct DotExact {
+    struct Q { I even, odd; };  // int16 lanes (q0, q2) and (q1, q3)
+    static Q prep(int32_t quad) {
+      const I q = _mm256_set1_epi32(quad);
+      return {_mm256_srai_epi16(_mm256_slli_epi16(q, 8), 8), _mm256_srai_epi16(q, 8)};
+    }
+    static I dot(I acc, const Q& q, I k) {
+      const I ke = _mm256_srai_epi16(_mm256_slli_epi16(k, 8), 8);
+      const I ko = _mm256_srai_epi16(k, 8);
+      acc = _mm256_add_epi32(acc, _mm256_madd_epi16(q.even, ke));
+      return _mm256_add_epi32(acc, _mm256_madd_epi16(q.odd, ko));
+    }
+  };
+  static constexpr bool kHasExactFallback = true;
+};
+
+}  // namespace
+}  // namespace simd
+}  // namespace sageattn

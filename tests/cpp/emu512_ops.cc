@@ -1,0 +1,33 @@
+// The shared SIMD kernels instantiated on the AVX2 emulation of the AVX-512 traits
+// (emu512.h). Compiled with the AVX2 flags; call only when the CPU has AVX2.
+#include "emu512.h"
+#include "sageattn/simd/tile_kernels.h"
+
+namespace sageattn {
+
+const TileOps& emu512_tile_ops() {
+  static const TileOps ops = simd::TileKernels<simd::Emu512>::table();
+  return ops;
+}
+
+}  // namespace sageattn
+
+// Direct access to the vector math for the unit tests (exp2 accuracy, fp8 rounding).
+namespace sageattn {
+namespace simd_test {
+
+template <class T>
+void run_vec(const float* in, float* out, int n, bool fp8) {
+  for (int i = 0; i + T::W <= n; i += T::W) {
+    const typename T::F x = T::load(in + i);
+    T::store(out + i, fp8 ? simd::fp8_round_nonneg<T>(x) : simd::exp2v<T>(x));
+  }
+}
+
+void exp2_avx2(const float* in, float* out, int n) { run_vec<simd::Avx2>(in, out, n, false); }
+void exp2_emu512(const float* in, float* out, int n) { run_vec<simd::Emu512>(in, out, n, false); }
+void fp8_round_avx2(const float* in, float* out, int n) { run_vec<simd::Avx2>(in, out, n, true); }
+void fp8_round_emu512(const float* in, float* out, int n) { run_vec<simd::Emu512>(in, out, n, true); }
+
+}  // namespace simd_test
+}  // namespace sageattn

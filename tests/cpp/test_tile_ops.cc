@@ -1,0 +1,459 @@
+// Unit tests of the SIMD tile operations against the scalar reference (kernels_scalar.cc).
+//
+// For every ISA the running CPU has (others are skipped, saying why) and for the AVX2
+// emulation of the AVX-512 traits (emu512.h), random tiles of many shapes go through
+// every TileOps function and are compared with scalar_tile_ops():
+//   pack + qk   int8: bit-exact; fp8: within 1e-6 of Σ|q·k| (scaled);
+//   softmax     m exact, l and alpha within 1e-6 relative, P bit-equal except where
+//               448·p lies within 1e-6 (relative) of an fp8 rounding boundary;
+//   pack_v      bit-exact (all 256 codes, NaN included);
+//   pv          within 1e-5 of Σ|terms| (fp32 reassociation);
+// plus guards around every output (no write past nk / dv / the packed-size budget that
+// attention.cc allocates), -inf and fully masked rows, int8 -128 codes, exp2 accuracy
+// (<= 2 ulp over [-150, 63]) and fp8 rounding of boundary values (bit-exact).
+// No framework: prints failures, ends with "N passed, M failed", exits non-zero on any.
+#include <cinttypes>
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "sageattn/isa.h"
+#include "sageattn/numeric.h"
+#include "sageattn/tile_ops.h"
+
+#if defined(SAGEATTN_TEST_HAVE_EMU512)  // tests/cpp/emu512_ops.cc (x86 builds)
+namespace sageattn {
+const TileOps& emu512_tile_ops();
+namespace simd_test {
+void exp2_avx2(const float* in, float* out, int n);
+void exp2_emu512(const float* in, float* out, int n);
+void fp8_round_avx2(const float* in, float* out, int n);
+void fp8_round_emu512(const float* in, float* out, int n);
+}  // namespace simd_test
+}  // namespace sageattn
+#endif
+
+using namespace sageattn;
+
+namespace {
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+constexpr uint32_t kSentinel = 0x7FBADBADu;  // a NaN nobody computes
+
+int g_passed = 0, g_failed = 0;
+
+struct Check {
+  std::string name;
+  int errors = 0;
+  explicit Check(std::string n) : name(std::move(n)) {}
+  void fail(const char* fmt, ...) {
+    if (errors++ < 5) {
+      std::printf("  FAIL %s: ", name.c_str());
+      va_list ap;
+      va_start(ap, fmt);
+      std::vprintf(fmt, ap);
+      va_end(ap);
+      std::printf("\n");
+    }
+  }
+  ~Check() {
+    if (errors) {
+      ++g_failed;
+      if (errors > 5) std::printf("  FAIL %s: ... %d errors in all\n", name.c_str(), errors);
+    } else {
+      ++g_passed;
+    }
+  }
+};
+
+uint32_t bits(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
+float from_bits(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
+bool same(float a, float b) { return bits(a) == bits(b) || (a != a && b != b); }
+float fp8_rt(float y) { return fp8_e4m3_to_f32(f32_to_fp8_e4m3(y)); }
+
+// A byte buffer with a guard zone after `size` bytes.
+struct Guarded {
+  std::vector<uint8_t> buf;
+  size_t size;
+  explicit Guarded(size_t n) : buf(n + 256, 0xA5), size(n) {}
+  void* data() { return buf.data(); }
+  bool intact() const {
+    for (size_t i = size; i < buf.size(); ++i)
+      if (buf[i] != 0xA5) return false;
+    return true;
+  }
+};
+
+// What attention.cc gives a packed Q / K / V buffer: 64 rows x max(d, 1) floats + 64 floats.
+size_t packed_budget(int d) { return (64 * static_cast<size_t>(d < 1 ? 1 : d) + 64) * 4; }
+
+struct Named {
+  const char* name;
+  const TileOps* ops;
+};
+
+const int kDims[] = {1, 3, 8, 16, 40, 64, 72, 96, 128, 200, 256};
+
+// ---------------------------------------------------------------------------------
+// One random tile through every op.
+// ---------------------------------------------------------------------------------
+void run_tile(const Named& isa, std::mt19937& rng, int mq, int nk, int d, int dv, QuantDType t, bool full_int8_range,
+              int case_id) {
+  const TileOps& ref = scalar_tile_ops();
+  const TileOps& ops = *isa.ops;
+  char tag[160];
+  std::snprintf(tag, sizeof tag, "%s case %d (%s mq=%d nk=%d d=%d dv=%d%s)", isa.name, case_id,
+                t == QuantDType::kInt8 ? "int8" : "fp8", mq, nk, d, dv, full_int8_range ? " with -128" : "");
+  std::uniform_real_distribution<float> unif(0.0f, 1.0f);
+  const bool int8 = t == QuantDType::kInt8;
+
+  // Codes with padded rows.
+  const int qstride = d + static_cast<int>(rng() % 19), kstride = d + static_cast<int>(rng() % 19);
+  std::vector<uint8_t> qc(static_cast<size_t>(mq) * qstride), kc(static_cast<size_t>(nk) * kstride);
+  auto code = [&]() -> uint8_t {
+    if (int8) {
+      if (full_int8_range) return static_cast<uint8_t>(rng());
+      return static_cast<uint8_t>(static_cast<int>(rng() % 255) - 127);
+    }
+    uint8_t c = static_cast<uint8_t>(rng() % 0x7F);  // no NaN
+    return static_cast<uint8_t>(c | ((rng() & 1) << 7));
+  };
+  for (auto& x : qc) x = code();
+  for (auto& x : kc) x = code();
+  if (int8 && full_int8_range) {  // make sure -128 sits in the tail part of some K row too
+    kc[static_cast<size_t>(rng() % nk) * kstride + (d - 1)] = 0x80;
+  }
+
+  // ---- pack_q / pack_k / qk
+  Guarded qp(packed_budget(d)), kp(packed_budget(d)), qr(packed_budget(d)), kr(packed_budget(d));
+  ops.pack_q(qc.data(), qstride, mq, d, t, qp.data());
+  ops.pack_k(kc.data(), kstride, nk, d, t, kp.data());
+  ref.pack_q(qc.data(), qstride, mq, d, t, qr.data());
+  ref.pack_k(kc.data(), kstride, nk, d, t, kr.data());
+  {
+    Check c(std::string(tag) + " pack guards");
+    if (!qp.intact()) c.fail("pack_q wrote past %zu bytes", qp.size);
+    if (!kp.intact()) c.fail("pack_k wrote past %zu bytes", kp.size);
+  }
+  std::vector<float> rs(mq), cs(nk);
+  for (auto& x : rs) x = (0.001f + 0.1f * unif(rng)) * 1.4426950408889634f;
+  for (auto& x : cs) x = 0.001f + 0.1f * unif(rng);
+  const int lds = nk + static_cast<int>(rng() % 3) * static_cast<int>(rng() % 9);
+  std::vector<float> s(static_cast<size_t>(mq) * lds + 8, from_bits(kSentinel)), sr(s.size(), from_bits(kSentinel));
+  ops.qk(qp.data(), kp.data(), mq, nk, d, t, rs.data(), cs.data(), s.data(), lds);
+  ref.qk(qr.data(), kr.data(), mq, nk, d, t, rs.data(), cs.data(), sr.data(), lds);
+  {
+    Check c(std::string(tag) + " qk");
+    int bit_equal = 0;
+    for (int i = 0; i < mq; ++i) {
+      for (int j = 0; j < lds; ++j) {
+        const size_t at = static_cast<size_t>(i) * lds + j;
+        if (j >= nk) {
+          if (bits(s[at]) != kSentinel) c.fail("wrote s[%d][%d] past nk", i, j);
+          continue;
+        }
+        if (int8) {
+          if (!same(s[at], sr[at])) c.fail("s[%d][%d] = %.9g, scalar %.9g", i, j, s[at], sr[at]);
+          continue;
+        }
+        double bound = 0.0;
+        for (int e = 0; e < d; ++e)
+          bound += std::fabs(static_cast<double>(fp8_e4m3_to_f32(qc[static_cast<size_t>(i) * qstride + e])) *
+                             fp8_e4m3_to_f32(kc[static_cast<size_t>(j) * kstride + e]));
+        bound *= static_cast<double>(rs[i]) * cs[j];
+        bit_equal += same(s[at], sr[at]);
+        if (std::fabs(static_cast<double>(s[at]) - sr[at]) > 1e-6 * bound + 1e-30)
+          c.fail("s[%d][%d] = %.9g, scalar %.9g (bound %.3g)", i, j, s[at], sr[at], bound);
+      }
+    }
+    if (bits(s.back()) != kSentinel) c.fail("wrote past the score tile");
+  }
+
+  // ---- softmax on the scalar scores, with masking and running state.
+  std::vector<float> m0(mq), l0(mq);
+  for (int i = 0; i < mq; ++i) {
+    float* row = sr.data() + static_cast<size_t>(i) * lds;
+    const int kind = static_cast<int>(rng() % 8);
+    if (kind == 0) {
+      for (int j = 0; j < nk; ++j) row[j] = -kInf;  // fully masked row
+    } else if (kind == 1) {
+      const int cut = static_cast<int>(rng() % (nk + 1));  // causal-like tail
+      for (int j = cut; j < nk; ++j) row[j] = -kInf;
+    } else if (kind == 2) {
+      for (int j = 0; j < nk; ++j)
+        if (rng() % 3 == 0) row[j] = -kInf;
+    } else if (kind == 3) {
+      for (int j = 0; j < nk; ++j) row[j] = row[j] * 40.0f - 150.0f * unif(rng);  // deep underflow
+    }
+    float mx = -kInf;
+    for (int j = 0; j < nk; ++j) mx = row[j] > mx ? row[j] : mx;
+    if (rng() % 2 == 0) {
+      m0[i] = -kInf;
+      l0[i] = 0.0f;
+    } else {
+      m0[i] = (mx == -kInf ? 0.0f : mx) + 6.0f * (unif(rng) - 0.5f);
+      if (rng() % 8 == 0) m0[i] -= 140.0f;  // alpha underflows
+      l0[i] = 0.5f + 50.0f * unif(rng);
+    }
+  }
+  std::vector<float> p = sr, pr = sr, m = m0, mr = m0, l = l0, lr = l0, al(mq, -7.0f), alr(mq, -7.0f);
+  ops.softmax(p.data(), lds, mq, nk, m.data(), l.data(), al.data());
+  ref.softmax(pr.data(), lds, mq, nk, mr.data(), lr.data(), alr.data());
+  {
+    Check c(std::string(tag) + " softmax");
+    int boundary = 0;
+    for (int i = 0; i < mq; ++i) {
+      if (!same(m[i], mr[i])) c.fail("m[%d] = %.9g, scalar %.9g", i, m[i], mr[i]);
+      auto rel_ok = [](float a, float b) {
+        return same(a, b) || std::fabs(static_cast<double>(a) - b) <= 1e-6 * std::fabs(static_cast<double>(b)) + 1e-37;
+      };
+      if (!rel_ok(al[i], alr[i])) c.fail("alpha[%d] = %.9g, scalar %.9g", i, al[i], alr[i]);
+      if (!rel_ok(l[i], lr[i])) c.fail("l[%d] = %.9g, scalar %.9g", i, l[i], lr[i]);
+      if (mr[i] == -kInf && (al[i] != 1.0f || !same(l[i], l0[i]))) c.fail("masked row %d: alpha %g, l changed", i, al[i]);
+      for (int j = 0; j < lds; ++j) {
+        const size_t at = static_cast<size_t>(i) * lds + j;
+        if (j >= nk) {
+          if (bits(p[at]) != kSentinel) c.fail("softmax wrote p[%d][%d] past nk", i, j);
+          continue;
+        }
+        if (same(p[at], pr[at])) continue;
+        // Allowed only at an fp8 rounding boundary of 448·p.
+        const float diff = sr[at] - mr[i];
+        const double y = 448.0 * std::exp2(static_cast<double>(diff));
+        const float lo = fp8_rt(static_cast<float>(y * (1.0 - 1e-6))), hi = fp8_rt(static_cast<float>(y * (1.0 + 1e-6)));
+        if (lo != hi && (p[at] == lo || p[at] == hi)) {
+          ++boundary;
+        } else {
+          c.fail("p[%d][%d] = %.9g, scalar %.9g (s - m = %.9g)", i, j, p[at], pr[at], diff);
+        }
+      }
+    }
+  }
+
+  // ---- pack_v: every code, NaN included; then pv on NaN-free V.
+  const int vstride = dv + static_cast<int>(rng() % 11);
+  std::vector<uint8_t> vc(static_cast<size_t>(nk) * vstride);
+  for (auto& x : vc) x = static_cast<uint8_t>(rng());
+  std::vector<float> vsc(dv), vsr(nk);
+  for (auto& x : vsc) x = 0.001f + unif(rng);
+  for (auto& x : vsr) x = 0.001f + unif(rng);
+  const bool per_channel = rng() % 2 == 0;
+  const float* chs = per_channel ? vsc.data() : nullptr;
+  const float* rws = per_channel ? nullptr : vsr.data();
+  {
+    Guarded vp(packed_budget(dv)), vr(packed_budget(dv));
+    ops.pack_v(vc.data(), vstride, nk, dv, chs, rws, static_cast<float*>(vp.data()));
+    ref.pack_v(vc.data(), vstride, nk, dv, chs, rws, static_cast<float*>(vr.data()));
+    Check c(std::string(tag) + (per_channel ? " pack_v (channel scale)" : " pack_v (token scale)"));
+    if (!vp.intact()) c.fail("pack_v wrote past %zu bytes", vp.size);
+    const float* a = static_cast<const float*>(vp.data());
+    const float* b = static_cast<const float*>(vr.data());
+    for (int e = 0; e < nk * dv; ++e)
+      if (!same(a[e], b[e])) c.fail("v[%d] = %.9g, scalar %.9g", e, a[e], b[e]);
+  }
+  for (auto& x : vc)
+    if ((x & 0x7F) == 0x7F) x = 0x7E;
+  std::vector<float> vbuf(static_cast<size_t>(nk) * dv + 64);
+  ref.pack_v(vc.data(), vstride, nk, dv, chs, rws, vbuf.data());
+  // P: the fp8 probabilities, or arbitrary floats (attention.cc's fp16-PV mode).
+  std::vector<float> pin = pr;
+  if (rng() % 3 == 0)
+    for (auto& x : pin) x = unif(rng) < 0.2f ? 0.0f : unif(rng);
+  std::vector<float> alpha = alr;
+  if (rng() % 4 == 0)
+    for (auto& x : alpha) x = rng() % 3 == 0 ? 0.0f : unif(rng);
+  const int ldo = dv + static_cast<int>(rng() % 2) * static_cast<int>(rng() % 13);
+  std::vector<float> o(static_cast<size_t>(mq) * ldo + 4, from_bits(kSentinel));
+  for (int i = 0; i < mq; ++i)
+    for (int cc = 0; cc < dv; ++cc) o[static_cast<size_t>(i) * ldo + cc] = 100.0f * (unif(rng) - 0.5f);
+  std::vector<float> orf = o, o0 = o;
+  ops.pv(pin.data(), lds, vbuf.data(), mq, nk, dv, alpha.data(), o.data(), ldo);
+  ref.pv(pin.data(), lds, vbuf.data(), mq, nk, dv, alpha.data(), orf.data(), ldo);
+  {
+    Check c(std::string(tag) + " pv");
+    for (int i = 0; i < mq; ++i) {
+      for (int cc = 0; cc < ldo; ++cc) {
+        const size_t at = static_cast<size_t>(i) * ldo + cc;
+        if (cc >= dv) {
+          if (bits(o[at]) != kSentinel) c.fail("pv wrote o[%d][%d] past dv", i, cc);
+          continue;
+        }
+        double bound = std::fabs(static_cast<double>(o0[at]) * alpha[i]);
+        for (int j = 0; j < nk; ++j)
+          bound += std::fabs(static_cast<double>(pin[static_cast<size_t>(i) * lds + j]) * vbuf[static_cast<size_t>(j) * dv + cc]);
+        if (std::fabs(static_cast<double>(o[at]) - orf[at]) > 1e-5 * bound + 1e-30)
+          c.fail("o[%d][%d] = %.9g, scalar %.9g (bound %.3g)", i, cc, o[at], orf[at], bound);
+      }
+    }
+    if (bits(o.back()) != kSentinel) c.fail("pv wrote past the output tile");
+  }
+}
+
+// Every fp8 code through pack_v with scale 1: the vector decode is bit-exact.
+void test_decode_all_codes(const Named& isa) {
+  Check c(std::string(isa.name) + " fp8 decode of all 256 codes");
+  std::vector<uint8_t> codes(256);
+  for (int i = 0; i < 256; ++i) codes[i] = static_cast<uint8_t>(i);
+  std::vector<float> ones(256, 1.0f), out(256 + 64);
+  for (int dv : {256, 13, 24, 31}) {  // 16- and 8-wide bodies, scalar tails
+    for (int r = 0; r * dv < 256; ++r) {
+      const int n = 256 - r * dv < dv ? 256 - r * dv : dv;
+      isa.ops->pack_v(codes.data() + r * dv, dv, 1, n, ones.data(), nullptr, out.data());
+      for (int e = 0; e < n; ++e) {
+        const float want = fp8_e4m3_to_f32(codes[r * dv + e]);
+        if (bits(out[e]) != bits(want)) c.fail("code 0x%02x -> %08x, want %08x", codes[r * dv + e], bits(out[e]), bits(want));
+      }
+    }
+  }
+  // Per-token scale path.
+  std::vector<float> rs(1, 1.0f);
+  isa.ops->pack_v(codes.data(), 256, 1, 256, nullptr, rs.data(), out.data());
+  for (int e = 0; e < 256; ++e)
+    if (bits(out[e]) != bits(fp8_e4m3_to_f32(codes[e]))) c.fail("token-scale code 0x%02x", e);
+}
+
+// exp2 through softmax: a one-key row with m = 0, l = 0 returns l = exp2(s).
+void test_exp2_via_softmax(const Named& isa) {
+  Check c(std::string(isa.name) + " softmax exp2 (<= 2 ulp, -inf -> 0)");
+  std::vector<float> xs = {0.0f, -0.0f, -1e-30f, -1e-7f, -0.5f, -1.0f, -126.0f, -126.5f, -127.0f, -140.3f,
+                           -149.0f, -149.5f, -150.0f, -151.0f, -200.0f, -1e30f, -kInf};
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> u(-152.0f, 0.0f);
+  for (int i = 0; i < 20000; ++i) xs.push_back(u(rng));
+  for (int i = -150; i <= 0; ++i) {
+    xs.push_back(static_cast<float>(i));
+    if (i < 0) xs.push_back(static_cast<float>(i) + 0.5f);
+  }
+  int worst = 0;
+  for (size_t b = 0; b < xs.size(); b += 64) {
+    const int n = static_cast<int>(xs.size() - b < 64 ? xs.size() - b : 64);
+    std::vector<float> s(xs.begin() + b, xs.begin() + b + n), m(n, 0.0f), l(n, 0.0f), a(n);
+    isa.ops->softmax(s.data(), 1, n, 1, m.data(), l.data(), a.data());
+    for (int i = 0; i < n; ++i) {
+      const float want = static_cast<float>(std::exp2(static_cast<double>(xs[b + i])));
+      const int ulps = std::abs(static_cast<int>(bits(l[i])) - static_cast<int>(bits(want)));
+      worst = ulps > worst ? ulps : worst;
+      if (ulps > 2) c.fail("exp2(%.9g) = %.9g, want %.9g (%d ulp)", xs[b + i], l[i], want, ulps);
+      if (a[i] != 1.0f) c.fail("alpha = %.9g for m unchanged", a[i]);
+    }
+  }
+  std::printf("  %s: softmax exp2 worst error %d ulp over %zu points in [-152, 0]\n", isa.name, worst, xs.size());
+}
+
+// The kernels' vector exp2 and fp8 rounding, called directly (AVX2 and its AVX-512
+// emulation): exp2 over [-150, 63], fp8 rounding on every boundary neighbourhood.
+void test_vector_math(const char* name, void (*exp2_fn)(const float*, float*, int),
+                      void (*round_fn)(const float*, float*, int)) {
+  {
+    Check c(std::string(name) + " exp2 over [-150, 63] (<= 2 ulp)");
+    std::vector<float> xs;
+    std::mt19937 rng(5);
+    std::uniform_real_distribution<float> u(-150.0f, 63.0f);  // domain: x < 63.5
+    for (int i = 0; i < 200000; ++i) xs.push_back(u(rng));
+    for (int i = -150; i <= 63; ++i) {  // integers and the round-to-nearest ties
+      xs.push_back(static_cast<float>(i));
+      if (i == 63) break;  // the domain ends where round(x) would pass 63
+      xs.push_back(static_cast<float>(i) + 0.5f);
+      xs.push_back(std::nextafter(static_cast<float>(i) + 0.5f, 100.0f));
+    }
+    xs.push_back(-kInf);
+    xs.push_back(-1e30f);
+    while (xs.size() % 16) xs.push_back(0.0f);
+    std::vector<float> out(xs.size());
+    exp2_fn(xs.data(), out.data(), static_cast<int>(xs.size()));
+    int worst = 0;
+    for (size_t i = 0; i < xs.size(); ++i) {
+      const float want = static_cast<float>(std::exp2(static_cast<double>(xs[i])));
+      const int ulps = std::abs(static_cast<int>(bits(out[i])) - static_cast<int>(bits(want)));
+      worst = ulps > worst ? ulps : worst;
+      if (ulps > 2) c.fail("exp2(%.9g) = %.9g, want %.9g (%d ulp)", xs[i], out[i], want, ulps);
+    }
+    std::printf("  %s: exp2 worst error %d ulp over %zu points\n", name, worst, xs.size());
+  }
+  {
+    Check c(std::string(name) + " fp8 rounding (boundaries, ties, subnormals, saturation)");
+    std::vector<float> ys;
+    const uint32_t lows[] = {0, 1, 2, 0x3FFFF, 0x7FFFE, 0x7FFFF, 0x80000, 0x80001, 0xC0000, 0xFFFFE, 0xFFFFF};
+    for (uint32_t hi = 0; hi <= (0x43F00000u >> 20); ++hi)  // every 12-bit top up to 480
+      for (uint32_t lo : lows) ys.push_back(from_bits((hi << 20) | lo));
+    for (int k = 0; k <= 80; ++k) {  // subnormal range: multiples of 2^-10 and neighbours
+      const float y = static_cast<float>(k) * 0.0009765625f;
+      ys.push_back(y);
+      ys.push_back(std::nextafter(y, 1.0f));
+      if (k) ys.push_back(std::nextafter(y, 0.0f));
+    }
+    for (float y : {447.0f, 448.0f, 449.0f, 463.99f, 464.0f, 480.0f, 1e30f, kInf, 0.0f})
+      ys.push_back(y);
+    ys.push_back(from_bits(0x7FC00000u));
+    while (ys.size() % 16) ys.push_back(1.0f);
+    std::vector<float> out(ys.size());
+    round_fn(ys.data(), out.data(), static_cast<int>(ys.size()));
+    for (size_t i = 0; i < ys.size(); ++i) {
+      const float want = fp8_rt(ys[i]);
+      if (!same(out[i], want)) c.fail("round(%.9g [%08x]) = %.9g, want %.9g", ys[i], bits(ys[i]), out[i], want);
+    }
+  }
+}
+
+}  // namespace
+
+int main() {
+  std::vector<Named> isas;
+  if (isa_available(Isa::kAvx2)) {
+    isas.push_back({"avx2", &tile_ops_for(Isa::kAvx2)});
+  } else {
+    std::printf("skip avx2: CPU lacks AVX2/FMA/F16C (or this build has no x86 kernels)\n");
+  }
+  if (isa_available(Isa::kAvx512)) {
+    isas.push_back({"avx512", &tile_ops_for(Isa::kAvx512)});
+  } else {
+    std::printf("skip avx512: CPU lacks AVX-512 F/BW/VL/DQ + VNNI + BF16 (or this build has no x86 kernels); "
+                "its kernels still run below through the AVX2 emulation 'emu512'\n");
+  }
+#if defined(SAGEATTN_TEST_HAVE_EMU512)
+  if (isa_available(Isa::kAvx2)) {
+    isas.push_back({"emu512", &emu512_tile_ops()});
+    test_vector_math("avx2", simd_test::exp2_avx2, simd_test::fp8_round_avx2);
+    test_vector_math("emu512", simd_test::exp2_emu512, simd_test::fp8_round_emu512);
+  } else {
+    std::printf("skip emu512: needs AVX2\n");
+  }
+#else
+  std::printf("skip emu512: not an x86 build\n");
+#endif
+
+  for (const Named& isa : isas) {
+    std::printf("%s\n", isa.name);
+    test_decode_all_codes(isa);
+    test_exp2_via_softmax(isa);
+    std::mt19937 rng(1234);
+    int case_id = 0;
+    // Every head dim (Q·K and V), both dtypes, a spread of tile shapes.
+    for (int d : kDims) {
+      for (QuantDType t : {QuantDType::kInt8, QuantDType::kFP8}) {
+        for (int rep = 0; rep < 6; ++rep) {
+          int mq = 1 + static_cast<int>(rng() % 64), nk = 1 + static_cast<int>(rng() % 64);
+          if (rep == 0) mq = nk = 64;
+          if (rep == 1) { mq = 1; nk = 1 + static_cast<int>(rng() % 64); }
+          const int dv = kDims[rng() % (sizeof kDims / sizeof kDims[0])];
+          const bool full = t == QuantDType::kInt8 && rep % 2 == 1;
+          run_tile(isa, rng, mq, nk, d, dv, t, full, case_id++);
+        }
+      }
+    }
+    for (int dv : kDims) {
+      for (int rep = 0; rep < 3; ++rep) {
+        const int d = kDims[rng() % (sizeof kDims / sizeof kDims[0])];
+        run_tile(isa, rng, 1 + static_cast<int>(rng() % 64), 1 + static_cast<int>(rng() % 64), d, dv,
+                 rep % 2 ? QuantDType::kFP8 : QuantDType::kInt8, rep == 2, case_id++);
+      }
+    }
+  }
+  std::printf("test_tile_ops: %d passed, %d failed\n", g_passed, g_failed);
+  return g_failed == 0 ? 0 : 1;
+}
