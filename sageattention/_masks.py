@@ -6,7 +6,8 @@ from typing import Any, Optional
 import torch
 
 
-def prepare_mask(attn_mask: Any, is_causal: bool, b: int, hq: int, nq: int, nk: int) -> Optional[torch.Tensor]:
+def prepare_mask(attn_mask: Any, is_causal: bool, b: int, hq: int, nq: int, nk: int,
+                 device: Optional[torch.device] = None) -> Optional[torch.Tensor]:
     """Validate and bring a mask to 4-D (B|1, H|1, Nq|1, Nk|1) without copying bool masks.
 
     bool: True keeps a key. Floating: added to the scores (natural-log units). A fully
@@ -16,6 +17,8 @@ def prepare_mask(attn_mask: Any, is_causal: bool, b: int, hq: int, nq: int, nk: 
         return None
     if not isinstance(attn_mask, torch.Tensor):
         raise TypeError(f"attn_mask: expected a torch.Tensor or None, got {type(attn_mask).__name__}")
+    if device is not None and attn_mask.device != device:
+        raise ValueError(f"attn_mask: must be on {device} like q, got {attn_mask.device}")
     if is_causal:
         raise ValueError("attn_mask: cannot be combined with is_causal=True (as in SDPA); fold causality into the mask")
     if attn_mask.dtype != torch.bool and not attn_mask.is_floating_point():

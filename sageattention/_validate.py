@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Optional
 
 import torch
@@ -75,10 +76,27 @@ def resolve_sm_scale(sm_scale: Optional[float], head_dim: int) -> float:
         if sm_scale.numel() != 1:
             raise ValueError("sm_scale: expected a number")
         sm_scale = float(sm_scale.item())
-    try:
-        value = float(sm_scale)
-    except (TypeError, ValueError):
-        raise TypeError(f"sm_scale: expected a number, got {type(sm_scale).__name__}") from None
+    if isinstance(sm_scale, (str, bytes, bool)) or not isinstance(sm_scale, numbers.Real):
+        raise TypeError(f"sm_scale: expected a real number, got {type(sm_scale).__name__}")
+    value = float(sm_scale)
     if not math.isfinite(value):
         raise ValueError(f"sm_scale: must be finite, got {value}")
     return value
+
+
+def check_same_device(x: Optional[torch.Tensor], device: torch.device, name: str) -> None:
+    if x is not None and x.device != device:
+        raise ValueError(f"{name}: must be on {device} like q, got {x.device}")
+
+
+def check_out_buffer(buf: Any, shape: tuple, dtype: torch.dtype, device: torch.device, name: str) -> None:
+    """A caller-provided output: exact shape and dtype, same device, no self-overlap."""
+    t = check_tensor(buf, name)
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(t.shape)}")
+    if t.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {dtype}, got {t.dtype}")
+    if t.device != device:
+        raise ValueError(f"{name}: must be on {device}, got {t.device}")
+    if torch._debug_has_internal_overlap(t) != 0:
+        raise ValueError(f"{name}: its elements overlap in memory (zero or overlapping strides)")

@@ -70,7 +70,7 @@ def _run(q: Any, k: Any, v: Any, tensor_layout: Any, is_causal: bool, sm_scale: 
     b, nq, hq, d = qn.shape
     nk, hkv, dv = kn.shape[1], kn.shape[2], vn.shape[3]
     scale = resolve_sm_scale(sm_scale, d)
-    mask = prepare_mask(attn_mask, bool(is_causal), b, hq, nq, nk)
+    mask = prepare_mask(attn_mask, bool(is_causal), b, hq, nq, nk, q.device)
     hnd = tensor_layout == "HND"
 
     if b * nq * hq * dv == 0:

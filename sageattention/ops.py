@@ -13,7 +13,8 @@ from ._backends import get_backend
 from ._recipes import DEFAULT_RECIPE, normalize_recipe
 from ._types import QuantizedQK, QuantizedV
 from ._masks import prepare_mask
-from ._validate import check_qk_quant_dtype, check_tensor, resolve_sm_scale
+from ._validate import (check_out_buffer, check_qk_quant_dtype, check_same_device, check_tensor,
+                        resolve_sm_scale)
 
 __all__ = ["QuantizedQK", "QuantizedV", "attention_quantized", "quantize_qk", "quantize_v"]
 
@@ -106,7 +107,20 @@ def attention_quantized(q, k, v, q_scale, k_scale, v_scale, softmax_scale, causa
     if len(devices) != 1:
         raise ValueError(f"q, k, v and their scales must be on one device, got {sorted(map(str, devices))}")
     b, nq, hq, _ = q.shape
+    device = q.device
+    if k_mean is not None:
+        check_tensor(k_mean, "k_mean")
+    check_same_device(k_mean, device, "k_mean")
+    if attn_mask is not None:
+        check_same_device(check_tensor(attn_mask, "attn_mask"), device, "attn_mask")
     mask = prepare_mask(attn_mask, bool(causal), b, hq, nq, k.shape[1])
+    odt = torch.float8_e4m3fn if fp8_output else out_dtype
+    if out is not None:
+        check_out_buffer(out, (b, nq, hq, v.shape[3]), odt, device, "out")
+    if out_scale is not None:
+        if not fp8_output:
+            raise ValueError("out_scale: only meaningful with fp8_output=True")
+        check_out_buffer(out_scale, (b, nq, hq, 1), torch.float32, device, "out_scale")
     return get_backend(q.device).attention_quantized(
         _unit_inner_stride(q), _unit_inner_stride(k), _unit_inner_stride(v), q_scale, k_scale,
         None if half_v else v_scale,

@@ -88,6 +88,8 @@ def sageattn_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlen
     check_nhd_shapes(q[None], k[None], v[None])
     for name, cu in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
         check_tensor(cu, name)
+        if cu.device.type not in ("cpu", q.device.type):
+            raise ValueError(f"{name}: must be on the CPU or on q's device ({q.device}), got {cu.device}")
         if cu.dim() != 1 or cu.dtype not in _CU_DTYPES or cu.numel() < 1:
             raise ValueError(f"{name}: expected a non-empty 1-D int32 or int64 tensor, got {cu.dtype} {tuple(cu.shape)}")
     if cu_seqlens_q.numel() != cu_seqlens_k.numel():

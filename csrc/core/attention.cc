@@ -16,7 +16,7 @@
 namespace sageattn {
 namespace {
 
-constexpr int kTileM = 64;  // query rows per task
+constexpr int kTileM = 128;  // query rows per task (K/V tiles are packed once per 128 rows)
 constexpr int kTileN = 64;  // keys per tile
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
@@ -85,6 +85,9 @@ Dims validate(const AttentionArgs& a) {
     check_broadcastable(s, {b, h, g}, name);
     if (s.shape[2] != g) fail_value(std::string(name) + ": expected " + std::to_string(g) + " scale groups, got " + std::to_string(s.shape[2]));
   };
+  check_grouping(a.q_grouping, "q_grouping");
+  check_grouping(a.k_grouping, "k_grouping");
+  check_grouping(a.v_grouping, "v_grouping");
   check_scale(a.q_scale, d.B, d.Hq, a.q_grouping.num_groups(d.Nq), "q_scale");
   check_scale(a.k_scale, d.B, d.Hkv, a.k_grouping.num_groups(d.Nk), "k_scale");
   if (!half_pv) {
@@ -92,9 +95,7 @@ Dims validate(const AttentionArgs& a) {
     if (a.v_mode == VScaleMode::kPerChannel) check_scale(*a.v_scale, d.B, d.Hkv, d.Dv, "v_scale");
     else check_scale(*a.v_scale, d.B, d.Hkv, a.v_grouping.num_groups(d.Nk), "v_scale");
   }
-  for (const TokenGrouping* g : {&a.q_grouping, &a.k_grouping, &a.v_grouping}) {
-    if (g->groups < 1) fail_value("quant_recipe: scale groups per block must be >= 1");
-  }
+
   if (a.k_mean) {
     check_ndim(*a.k_mean, 3, "k_mean");
     check_dtype(*a.k_mean, {DType::kF32}, "k_mean");
@@ -193,8 +194,9 @@ void softmax_p16(float* s, int lds, int mq, int nk, float* m, float* l, float* a
   for (int i = 0; i < mq; ++i) {
     float* row = s + static_cast<int64_t>(i) * lds;
     float mx = kNegInf;
-    for (int j = 0; j < nk; ++j) mx = row[j] > mx ? row[j] : mx;
-    const float m_new = mx > m[i] ? mx : m[i];
+    // NaN-propagating: a NaN score makes the whole row NaN rather than being skipped.
+    for (int j = 0; j < nk; ++j) mx = (row[j] > mx || row[j] != row[j]) ? row[j] : mx;
+    const float m_new = (mx != mx || mx > m[i]) ? mx : m[i];
     if (m_new == kNegInf) {
       alpha[i] = 1.0f;
       for (int j = 0; j < nk; ++j) row[j] = 0.0f;

@@ -221,6 +221,7 @@ void channel_mean(const TensorRef& x, const TensorRef& mean_out, int num_threads
 
 void quantize_tokens(const TokenQuantizeArgs& a) {
   check_half_input(a.x, "x");
+  check_grouping(a.grouping, "grouping");
   check_codes(a.codes, a.x, a.qdtype, "codes");
   const int64_t B = a.x.shape[0], N = a.x.shape[1], H = a.x.shape[2], D = a.x.shape[3];
   check_ndim(a.scale, 3, "scale");

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "sageattn/error.h"
+#include "sageattn/grouping.h"
 
 namespace sageattn {
 
@@ -134,6 +135,22 @@ void check_no_self_overlap(const TensorRef& t, const char* name) {
       fail_value(std::string(name) + ": output elements overlap in memory (zero or overlapping strides)");
     }
     extent = t.stride[d] * (t.shape[d] - 1) + extent;
+  }
+}
+
+void check_grouping(const TokenGrouping& g, const char* name) {
+  constexpr int64_t kMaxBlock = int64_t{1} << 31;
+  constexpr int64_t kMaxGroups = 1 << 16;
+  if (g.groups < 1 || g.groups > kMaxGroups) {
+    fail_value(std::string(name) + ": scale groups per block must be in [1, 65536], got " + std::to_string(g.groups));
+  }
+  if (g.whole_axis()) {
+    if (g.block != -1 && g.block != 0) fail_value(std::string(name) + ": block must be -1 (whole axis) or positive");
+    return;
+  }
+  if (g.block > kMaxBlock) fail_value(std::string(name) + ": block must be at most 2^31, got " + std::to_string(g.block));
+  if (g.stride < 0 || g.stride > g.block) {
+    fail_value(std::string(name) + ": group stride must be in [0, block], got " + std::to_string(g.stride));
   }
 }
 
