@@ -1,6 +1,7 @@
 """Quantization recipes (SEMANTICS.md §2) and how they map onto scale groups."""
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
@@ -73,7 +74,8 @@ def _supported_list() -> str:
 def normalize_recipe(quant_recipe: Sequence[int]) -> QuantRecipe:
     """Validate a recipe tuple; unsupported ones raise NotImplementedError."""
     try:
-        recipe = tuple(int(x) for x in quant_recipe)
+        # operator.index: 128.5 or "128" are not recipe entries (int() would truncate/parse them).
+        recipe = tuple(operator.index(x) for x in quant_recipe)
     except (TypeError, ValueError):
         raise NotImplementedError(
             f"quant_recipe: expected a tuple of 4 ints, got {quant_recipe!r}; supported: {_supported_list()}"

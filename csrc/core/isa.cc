@@ -12,8 +12,13 @@ namespace {
 bool cpu_has_avx2() {
 #if defined(SAGEATTN_HAVE_X86_KERNELS)
   __builtin_cpu_init();
+#if defined(__clang__) && __clang_major__ < 18
+  // Older clang rejects the "f16c" feature name; every AVX2 CPU has F16C.
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
          __builtin_cpu_supports("f16c");
+#endif
 #else
   return false;
 #endif

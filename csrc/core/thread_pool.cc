@@ -8,6 +8,8 @@
 #include <thread>
 #include <vector>
 
+#include <unistd.h>
+
 namespace sageattn {
 namespace {
 
@@ -38,9 +40,25 @@ struct Job {
 // caller does not wait for the first: it gets threads of its own (see parallel_for).
 class Pool {
  public:
+  // Never destroyed: workers may outlive static destructors. A forked child inherits the
+  // pool's bookkeeping but none of its threads (and maybe a held lock), so the child's
+  // first call builds a fresh pool; the parent's copy is abandoned on purpose.
   static Pool& instance() {
-    static Pool* pool = new Pool();  // never destroyed: workers may outlive static dtors
-    return *pool;
+    static std::atomic<Pool*> pool{nullptr};
+    static std::atomic<pid_t> owner{0};
+    static std::mutex create_mutex;
+    const pid_t me = getpid();
+    Pool* p = pool.load(std::memory_order_acquire);
+    if (p != nullptr && owner.load(std::memory_order_acquire) == me) return *p;
+    if (owner.load() != me) new (&create_mutex) std::mutex();  // may have been held at fork
+    std::lock_guard<std::mutex> lock(create_mutex);
+    p = pool.load(std::memory_order_acquire);
+    if (p == nullptr || owner.load() != me) {
+      p = new Pool();
+      pool.store(p, std::memory_order_release);
+      owner.store(me, std::memory_order_release);
+    }
+    return *p;
   }
 
   bool try_acquire() { return busy_.try_lock(); }

@@ -86,7 +86,11 @@ bool cpu_has_avx512f() {
 }
 bool cpu_has_avx_vnni() {
   __builtin_cpu_init();
+#if defined(__clang__) && __clang_major__ < 18
+  return false;  // older clang cannot ask for "avxvnni"; the probe is then reported unsupported
+#else
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("avxvnni");
+#endif
 }
 bool cpu_has_avx2() {
   __builtin_cpu_init();
