@@ -9,6 +9,7 @@
 
 #include "sageattn/error.h"
 #include "sageattn/numeric.h"
+#include "sageattn/online_softmax.h"
 #include "sageattn/thread_pool.h"
 #include "sageattn/tile_ops.h"
 #include "sageattn/validate.h"
@@ -188,30 +189,10 @@ float smoothing_shift(const AttentionArgs& a, int64_t b, int64_t i, int64_t hq, 
   return acc;
 }
 
-// 16-bit P·V (PvMode::kHalf): the same online-softmax step as TileOps::softmax, but P is
-// rounded to fp16 instead of fp8(448·p). A rarely used mode, so one portable version.
+// 16-bit P·V (PvMode::kHalf): the TileOps softmax step with P rounded to fp16 instead of
+// fp8(448·p). A rarely used mode, so the portable version serves every ISA.
 void softmax_p16(float* s, int lds, int mq, int nk, float* m, float* l, float* alpha) {
-  for (int i = 0; i < mq; ++i) {
-    float* row = s + static_cast<int64_t>(i) * lds;
-    float mx = kNegInf;
-    // NaN-propagating: a NaN score makes the whole row NaN rather than being skipped.
-    for (int j = 0; j < nk; ++j) mx = (row[j] > mx || row[j] != row[j]) ? row[j] : mx;
-    const float m_new = (mx != mx || mx > m[i]) ? mx : m[i];
-    if (m_new == kNegInf) {
-      alpha[i] = 1.0f;
-      for (int j = 0; j < nk; ++j) row[j] = 0.0f;
-      continue;
-    }
-    alpha[i] = std::exp2(m[i] - m_new);
-    float sum = 0.0f;
-    for (int j = 0; j < nk; ++j) {
-      const float p = std::exp2(row[j] - m_new);
-      sum += p;
-      row[j] = f16_to_f32(f32_to_f16(p));
-    }
-    l[i] = l[i] * alpha[i] + sum;
-    m[i] = m_new;
-  }
+  online_softmax_rows(s, lds, mq, nk, m, l, alpha, [](float p) { return f16_to_f32(f32_to_f16(p)); });
 }
 
 void pack_v_half(const uint16_t* src, int64_t row_stride, int rows, int dv, bool bf16, float* dst) {

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "sageattn/numeric.h"
+#include "sageattn/online_softmax.h"
 #include "sageattn/tile_ops.h"
 
 namespace sageattn {
@@ -48,28 +49,8 @@ void qk(const void* qp, const void* kp, int mq, int nk, int d, QuantDType t,
 }
 
 void softmax(float* s, int lds, int mq, int nk, float* m, float* l, float* alpha) {
-  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-  for (int i = 0; i < mq; ++i) {
-    float* row = s + static_cast<int64_t>(i) * lds;
-    float mx = kNegInf;
-    // NaN-propagating: a NaN score makes the whole row NaN rather than being skipped.
-    for (int j = 0; j < nk; ++j) mx = (row[j] > mx || row[j] != row[j]) ? row[j] : mx;
-    const float m_new = (mx != mx || mx > m[i]) ? mx : m[i];
-    if (m_new == kNegInf) {
-      alpha[i] = 1.0f;
-      for (int j = 0; j < nk; ++j) row[j] = 0.0f;
-      continue;
-    }
-    alpha[i] = std::exp2(m[i] - m_new);
-    float sum = 0.0f;
-    for (int j = 0; j < nk; ++j) {
-      const float p = std::exp2(row[j] - m_new);
-      sum += p;
-      row[j] = fp8_e4m3_to_f32(f32_to_fp8_e4m3(kFp8Max * p));
-    }
-    l[i] = l[i] * alpha[i] + sum;
-    m[i] = m_new;
-  }
+  online_softmax_rows(s, lds, mq, nk, m, l, alpha,
+                      [](float p) { return fp8_e4m3_to_f32(f32_to_fp8_e4m3(kFp8Max * p)); });
 }
 
 void pack_v(const uint8_t* src, int64_t row_stride, int rows, int dv,
