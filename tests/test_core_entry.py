@@ -22,15 +22,13 @@ the child restarts after it. Known package bugs are xfail(strict=True), see KNOW
 """
 from __future__ import annotations
 
-import json
 import os
 import re
-import signal
-import subprocess
 import sys
 from typing import Any, Callable
 
 import pytest
+from crash_isolation import child_main, run_cases_in_subprocess
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -440,81 +438,6 @@ KNOWN_CRASHES: tuple[str, ...] = ()
 # --------------------------------------------------------------------------- #
 
 
-def _run_one(name: str) -> dict[str, Any]:
-    try:
-        CASES[name][0]()
-        return {"name": name, "exc": None, "msg": ""}
-    except BaseException as e:  # noqa: BLE001
-        return {"name": name, "exc": type(e).__name__, "msg": str(e)[:4000]}
-
-
-def _child(names: list[str]) -> None:
-    for name in names:
-        print("@@" + json.dumps(_run_one(name)), flush=True)
-
-
-def _fork_child(names: list[str]) -> None:
-    """Cases known to crash: the library is loaded once, then each case runs in a fork of
-    this process (no second torch import), and its fate is reported here. Nothing has
-    run before the forks, so no helper thread exists that a fork would lose."""
-    _M()
-    for name in names:
-        pid = os.fork()
-        if pid == 0:
-            # die at once on a fault: TVM-FFI's SIGSEGV handler symbolises a backtrace (seconds)
-            for sig in (signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGFPE, signal.SIGILL):
-                signal.signal(sig, signal.SIG_DFL)
-            print("@@" + json.dumps(_run_one(name)), flush=True)
-            os._exit(0)
-        _, status = os.waitpid(pid, 0)
-        if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
-            sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-            print("@@" + json.dumps({"name": name, "exc": "CRASH", "msg": f"signal {sig}, status {status}"}), flush=True)
-
-
-def _spawn(script: str, args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, script, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=HERE)
-
-
-def _collect(proc: subprocess.Popen, names: list[str], results: dict[str, dict[str, Any]], timeout: float) -> list[str]:
-    """Parse one child's '@@{json}' lines; return the names it did not report, the first of
-    them recorded as CRASH / HANG (the child died or hung on it)."""
-    try:
-        out, err = proc.communicate(timeout=timeout)
-        status = "CRASH" if proc.returncode != 0 else ""
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        status = "HANG"
-    for line in out.splitlines():
-        if line.startswith("@@"):
-            r = json.loads(line[2:])
-            results.setdefault(r["name"], r)
-    remaining = [n for n in names if n not in results]
-    if remaining:
-        bad = remaining.pop(0)
-        results[bad] = {"name": bad, "exc": status or "CRASH", "msg": f"rc={proc.returncode}\n{err[-3000:]}"}
-    return remaining
-
-
-def run_cases_in_subprocess(script: str, names: list[str], isolated: tuple[str, ...] = (),
-                            timeout: float = 300.0) -> dict[str, dict[str, Any]]:
-    """Run the cases in a child process (`python script NAME...`) and parse its results;
-    after an unexpected crash the child restarts after the case that crashed. Cases in
-    `isolated` (known to crash) run in a second child, one fork each, alongside."""
-    results: dict[str, dict[str, Any]] = {}
-    alone = [n for n in names if n in isolated]
-    remaining = [n for n in names if n not in isolated]
-    side = _spawn(script, ["--fork", *alone]) if alone else None
-    while remaining:
-        remaining = _collect(_spawn(script, remaining), remaining, results, timeout)
-    while side is not None:
-        alone = _collect(side, alone, results, timeout)
-        side = _spawn(script, ["--fork", *alone]) if alone else None
-    return results
-
-
 @pytest.fixture(scope="module")
 def entry_results() -> dict[str, dict[str, Any]]:
     return run_cases_in_subprocess(os.path.abspath(__file__), _case_list(), isolated=KNOWN_CRASHES)
@@ -544,7 +467,4 @@ def test_entry_case_count() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--fork"]:
-        _fork_child(sys.argv[2:])
-    else:
-        _child(sys.argv[1:] or _case_list())
+    child_main(CASES, sys.argv[1:])
