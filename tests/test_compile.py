@@ -10,7 +10,7 @@ import pytest
 import reference as ref
 import torch
 
-sageattention = pytest.importorskip("sageattention")
+import sageattention
 from sageattention import ops
 
 B, HQ, HKV, NQ, NK, D = 1, 4, 2, 24, 40, 32

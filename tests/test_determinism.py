@@ -14,7 +14,7 @@ from typing import Any, Callable
 import pytest
 import torch
 
-sageattention = pytest.importorskip("sageattention")
+import sageattention
 import sageattention as sa
 from sageattention import _lib, sageattn
 

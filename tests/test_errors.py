@@ -11,7 +11,7 @@ import torch
 
 import reference as ref
 
-sageattention = pytest.importorskip("sageattention")
+import sageattention
 from sageattention import sageattn, sageattn_qk_int8_pv_fp8_cuda_sm90
 
 FUNCS = [sageattn, sageattn_qk_int8_pv_fp8_cuda_sm90]

@@ -38,7 +38,7 @@ import reference as ref
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-sageattention = pytest.importorskip("sageattention")
+import sageattention
 from sageattention import sageattn, sageattn_qk_int8_pv_fp16_triton, sageattn_varlen
 
 _ENV_EXAMPLES = os.environ.get("SAGEATTN_FUZZ_EXAMPLES")

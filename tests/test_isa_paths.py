@@ -22,9 +22,9 @@ from typing import Dict, Tuple
 import pytest
 import torch
 
-ops = pytest.importorskip("sageattention.ops")
-_lib = pytest.importorskip("sageattention._lib")
-sageattention = pytest.importorskip("sageattention")
+import sageattention.ops as ops
+import sageattention._lib as _lib
+import sageattention
 
 ISAS = ("scalar", "avx2", "avx512")
 _SKIP_REASON = {

@@ -33,7 +33,7 @@ import math
 import pytest
 import torch
 
-sageattention = pytest.importorskip("sageattention")
+import sageattention
 from sageattention import sageattn
 
 B, HQ, HKV, NQ, NK, D = 2, 4, 2, 256, 256, 16

@@ -20,7 +20,7 @@ import sys
 import pytest
 import torch
 
-sageattention = pytest.importorskip("sageattention")
+import sageattention
 from sageattention import _lib, ops, sageattn
 
 SLOW = pytest.mark.skipif(os.environ.get("SAGEATTN_SLOW_TESTS") != "1", reason="slow: set SAGEATTN_SLOW_TESTS=1")

@@ -10,7 +10,7 @@ import torch
 import reference as ref
 from reference import Recipe
 
-sageattention = pytest.importorskip("sageattention")
+import sageattention
 from sageattention import sageattn, sageattn_qk_int8_pv_fp8_cuda_sm90
 
 DTYPES = [torch.float16, torch.bfloat16]

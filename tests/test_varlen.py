@@ -14,7 +14,7 @@ import pytest
 import reference as ref
 import torch
 
-sageattention = pytest.importorskip("sageattention")
+import sageattention
 from sageattention import sageattn_qk_int8_pv_fp16_triton, sageattn_varlen
 
 
