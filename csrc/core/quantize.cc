@@ -178,6 +178,20 @@ struct TokenPass {
   }
 };
 
+// Per-chunk amax partials (laid out [bh][chunk][g]) folded over chunks in token order
+// into one scale per (bh, g); written to `scale` (B, H, G) and returned in `scales`.
+void fold_chunk_scales(const std::vector<float>& partial, int64_t BH, int64_t H, int64_t chunks, int64_t G,
+                       float qmax, const TensorRef& scale, std::vector<float>& scales) {
+  for (int64_t bh = 0; bh < BH; ++bh) {
+    for (int64_t g = 0; g < G; ++g) {
+      float m = 0.0f;
+      for (int64_t c = 0; c < chunks; ++c) m = amax_step(m, partial[(bh * chunks + c) * G + g]);
+      scales[bh * G + g] = scale_from_amax(m, qmax);
+      *scale_at(scale, bh / H, bh % H, g) = scales[bh * G + g];
+    }
+  }
+}
+
 }  // namespace
 
 void channel_mean(const TensorRef& x, const TensorRef& mean_out, int num_threads) {
@@ -302,14 +316,7 @@ void quantize_tokens(const TokenQuantizeArgs& a) {
     scales[0] = scale_from_amax(m, qmax);
     *a.scale.ptr<float>() = scales[0];
   } else {
-    for (int64_t bh = 0; bh < B * H; ++bh) {
-      for (int64_t g = 0; g < G; ++g) {
-        float m = 0.0f;
-        for (int64_t c = 0; c < chunks; ++c) m = amax_step(m, partial[(bh * chunks + c) * G + g]);
-        scales[bh * G + g] = scale_from_amax(m, qmax);
-        *scale_at(a.scale, bh / H, bh % H, g) = scales[bh * G + g];
-      }
-    }
+    fold_chunk_scales(partial, B * H, H, chunks, G, qmax, a.scale, scales);
   }
   parallel_for(B * H * chunks, threads, [&](int64_t task, int worker) {
     Scratch& s = scratch[worker];
@@ -348,14 +355,7 @@ void quantize_channels(const ChannelQuantizeArgs& a) {
     }
   });
   std::vector<float> scales(static_cast<size_t>(B * H * D));
-  for (int64_t bh = 0; bh < B * H; ++bh) {
-    for (int64_t d = 0; d < D; ++d) {
-      float m = 0.0f;
-      for (int64_t c = 0; c < chunks; ++c) m = amax_step(m, partial[(bh * chunks + c) * D + d]);
-      scales[bh * D + d] = scale_from_amax(m, kFp8Max);
-      *scale_at(a.scale, bh / H, bh % H, d) = scales[bh * D + d];
-    }
-  }
+  fold_chunk_scales(partial, B * H, H, chunks, D, kFp8Max, a.scale, scales);
   parallel_for(B * H * chunks, threads, [&](int64_t task, int worker) {
     Scratch& s = scratch[worker];
     const int64_t bh = task / chunks, c = task % chunks, b = bh / H, h = bh % H;
