@@ -19,8 +19,8 @@ def check_tensor(x: Any, name: str) -> torch.Tensor:
     return x
 
 
-def check_qkv(q: Any, k: Any, v: Any, tensor_layout: Any) -> None:
-    """Types, dtypes, devices, layout, ranks and shapes of q, k, v."""
+def check_qkv_tensors(q: Any, k: Any, v: Any) -> None:
+    """q, k, v are tensors of one 16-bit float dtype on one device."""
     for name, x in (("q", q), ("k", k), ("v", v)):
         check_tensor(x, name)
     for name, x in (("q", q), ("k", k), ("v", v)):
@@ -30,6 +30,11 @@ def check_qkv(q: Any, k: Any, v: Any, tensor_layout: Any) -> None:
         raise TypeError(f"q, k, v must share one dtype, got q={q.dtype}, k={k.dtype}, v={v.dtype}")
     if not (q.device == k.device == v.device):
         raise ValueError(f"q, k, v must be on the same device, got q={q.device}, k={k.device}, v={v.device}")
+
+
+def check_qkv(q: Any, k: Any, v: Any, tensor_layout: Any) -> None:
+    """Types, dtypes, devices, layout, ranks and shapes of q, k, v."""
+    check_qkv_tensors(q, k, v)
     if tensor_layout not in LAYOUTS:
         raise ValueError(f"tensor_layout: expected 'HND' or 'NHD', got {tensor_layout!r}")
     for name, x in (("q", q), ("k", k), ("v", v)):

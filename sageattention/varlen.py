@@ -9,7 +9,7 @@ from ._backends import get_backend
 from ._backends.cpu_ops import define_op
 from ._grad import guard_forward_only
 from ._recipes import TRITON_BLOCKS
-from ._validate import check_nhd_shapes, check_tensor, INPUT_DTYPES, resolve_sm_scale
+from ._validate import check_nhd_shapes, check_qkv_tensors, check_tensor, resolve_sm_scale
 
 _CU_DTYPES = (torch.int32, torch.int64)
 
@@ -75,16 +75,10 @@ def sageattn_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlen
     from .core import _warn_foreign_kwargs  # core imports this module: resolve at call time
 
     _warn_foreign_kwargs(kwargs)
+    check_qkv_tensors(q, k, v)
     for name, x in (("q", q), ("k", k), ("v", v)):
-        check_tensor(x, name)
         if x.dim() != 3:
             raise ValueError(f"{name}: expected a packed (total, H, D) tensor, got shape {tuple(x.shape)}")
-        if x.dtype not in INPUT_DTYPES:
-            raise TypeError(f"{name}: dtype {x.dtype} is not supported; use torch.float16 or torch.bfloat16")
-    if not (q.dtype == k.dtype == v.dtype):
-        raise TypeError(f"q, k, v must share one dtype, got q={q.dtype}, k={k.dtype}, v={v.dtype}")
-    if not (q.device == k.device == v.device):
-        raise ValueError(f"q, k, v must be on the same device, got q={q.device}, k={k.device}, v={v.device}")
     check_nhd_shapes(q[None], k[None], v[None])
     for name, cu in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
         check_tensor(cu, name)
