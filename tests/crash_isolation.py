@@ -7,6 +7,7 @@ run_cases_in_subprocess(its own path, names) from a fixture, and ends with
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -97,3 +98,15 @@ def child_main(cases: dict[str, Any], argv: list[str]) -> None:
         _fork_child(cases, argv[1:])
     else:
         _child(cases, argv or list(cases))
+
+
+def assert_case_result(cases: dict[str, Any], results: dict[str, dict[str, Any]], name: str) -> None:
+    """The case neither crashed nor hung, and raised what it names (or nothing)."""
+    _fn, exc, match = cases[name]
+    r = results[name]
+    assert r["exc"] not in ("CRASH", "HANG"), f"{name}: {r['exc']}: {r['msg']}"
+    if exc is None:
+        assert r["exc"] is None, f"{name}: expected success, got {r['exc']}: {r['msg']}"
+        return
+    assert r["exc"] == exc, f"{name}: expected {exc}, got {r['exc']}: {r['msg']}"
+    assert re.search(match, r["msg"]), f"{name}: message {r['msg']!r} does not match {match!r}"

@@ -22,12 +22,11 @@ Cases that document a package bug are listed in KNOWN_BUGS and run as
 from __future__ import annotations
 
 import os
-import re
 import sys
 from typing import Any, Callable, Optional
 
 import pytest
-from crash_isolation import child_main, run_cases_in_subprocess
+from crash_isolation import assert_case_result, child_main, run_cases_in_subprocess
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -568,14 +567,7 @@ def battery() -> dict[str, dict[str, Any]]:
 
 @pytest.mark.parametrize("name", [_param(n) for n in CASES])
 def test_bad_input(battery: dict[str, dict[str, Any]], name: str) -> None:
-    _fn, exc, match = CASES[name]
-    r = battery[name]
-    assert r["exc"] not in ("CRASH", "HANG"), f"{name}: {r['exc']}: {r['msg']}"
-    if exc is None:
-        assert r["exc"] is None, f"{name}: expected success, got {r['exc']}: {r['msg']}"
-        return
-    assert r["exc"] == exc, f"{name}: expected {exc}, got {r['exc']}: {r['msg']}"
-    assert re.search(match, r["msg"]), f"{name}: message {r['msg']!r} does not match {match!r}"
+    assert_case_result(CASES, battery, name)
 
 
 def test_battery_size() -> None:

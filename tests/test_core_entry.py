@@ -23,12 +23,11 @@ the child restarts after it. Known package bugs are xfail(strict=True), see KNOW
 from __future__ import annotations
 
 import os
-import re
 import sys
 from typing import Any, Callable
 
 import pytest
-from crash_isolation import child_main, run_cases_in_subprocess
+from crash_isolation import assert_case_result, child_main, run_cases_in_subprocess
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -451,14 +450,7 @@ def _param(name: str) -> Any:
 
 @pytest.mark.parametrize("name", [_param(n) for n in _case_list()])
 def test_core_entry(entry_results: dict[str, dict[str, Any]], name: str) -> None:
-    _fn, exc, match = CASES[name]
-    r = entry_results[name]
-    assert r["exc"] not in ("CRASH", "HANG"), f"{name}: {r['exc']}: {r['msg']}"
-    if exc is None:
-        assert r["exc"] is None, f"{name}: expected success, got {r['exc']}: {r['msg']}"
-        return
-    assert r["exc"] == exc, f"{name}: expected {exc}, got {r['exc']}: {r['msg']}"
-    assert re.search(match, r["msg"]), f"{name}: message {r['msg']!r} does not match {match!r}"
+    assert_case_result(CASES, entry_results, name)
 
 
 def test_entry_case_count() -> None:
