@@ -1,9 +1,13 @@
 """Result containers of the low-level API."""
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Literal, NamedTuple, Optional
 
 import torch
+
+# What V (and with it P) is quantized to: fp8 e4m3fn (the default P·V of every backend)
+# or int8 (the CPU's opt-in int8 P·V mode, docs/DESIGN.md "P·V modes").
+VQuantDType = Literal["fp8", "int8"]
 
 
 class QuantizedQK(NamedTuple):
@@ -17,7 +21,8 @@ class QuantizedQK(NamedTuple):
 
 
 class QuantizedV(NamedTuple):
-    """V codes (float8_e4m3fn) with their dequantization scales."""
+    """V codes (float8_e4m3fn, or int8 for the int8 P·V mode) with their dequantization
+    scales."""
 
     v_codes: torch.Tensor  # (B, Nk, Hkv, Dv)
     v_scale: torch.Tensor  # (B, Hkv, Dv) per channel, (B, Hkv, G) per token block, (1, 1, 1)

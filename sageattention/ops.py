@@ -11,8 +11,9 @@ import torch
 
 from ._backends import get_backend
 from ._recipes import DEFAULT_RECIPE, normalize_recipe
-from ._types import QuantizedQK, QuantizedV
+from ._types import QuantizedQK, QuantizedV, VQuantDType
 from ._masks import prepare_mask
+from ._pv_mode import check_v_quant_dtype
 from ._validate import (check_out_buffer, check_qk_quant_dtype, check_same_device, check_tensor,
                         resolve_sm_scale)
 
@@ -47,10 +48,14 @@ def quantize_qk(q: torch.Tensor, k: torch.Tensor, *, quant_recipe: Sequence[int]
     )
 
 
-def quantize_v(v: torch.Tensor, *, quant_recipe: Sequence[int] = DEFAULT_RECIPE) -> QuantizedV:
-    """Quantize V to fp8 e4m3 with per-channel, per-128-token-block or per-tensor scales."""
+def quantize_v(v: torch.Tensor, *, quant_recipe: Sequence[int] = DEFAULT_RECIPE,
+               dtype: VQuantDType = "fp8") -> QuantizedV:
+    """Quantize V with per-channel, per-128-token-block or per-tensor scales, to fp8 e4m3
+    (`dtype="fp8"`, the default) or to int8 codes for the int8 P·V mode (`dtype="int8"`:
+    scale = max(amax, 1e-12) / 127, code = round-half-even, saturated to ±127)."""
     v = _check_input(v, "v")
-    return get_backend(v.device).quantize_v(v, quant_recipe=normalize_recipe(quant_recipe))
+    return get_backend(v.device).quantize_v(v, quant_recipe=normalize_recipe(quant_recipe),
+                                            dtype=check_v_quant_dtype(dtype, "dtype"))
 
 
 def _unit_inner_stride(x: torch.Tensor) -> torch.Tensor:

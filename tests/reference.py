@@ -214,7 +214,7 @@ class RefQK:
 
 @dataclass
 class RefV:
-    v_codes: torch.Tensor  # (B, Nk, Hkv, Dv) float8_e4m3fn
+    v_codes: torch.Tensor  # (B, Nk, Hkv, Dv) float8_e4m3fn (int8 for the int8 P·V mode)
     v_scale: torch.Tensor  # (B, Hkv, Dv) | (B, Hkv, ceil(Nk/128)) | (1, 1, 1)
 
 
@@ -240,21 +240,22 @@ def quantize_qk_reference(
 
 
 @single_threaded
-def quantize_v_reference(v: torch.Tensor, recipe: Recipe = DEFAULT_RECIPE) -> RefV:
-    """v (B, Nk, Hkv, Dv) -> fp8 e4m3fn codes and float32 scales."""
+def quantize_v_reference(v: torch.Tensor, recipe: Recipe = DEFAULT_RECIPE, v_dtype: str = "fp8") -> RefV:
+    """v (B, Nk, Hkv, Dv) -> fp8 e4m3fn codes (or int8 codes, the int8 P·V mode's V,
+    with ``v_dtype="int8"``) and float32 scales."""
     vf = v.to(torch.float32)
     B, N, H, D = vf.shape
     mode = v_mode(tuple(recipe))  # type: ignore[arg-type]
     if mode == "tensor":
-        codes, scale = quantize_tokens(vf, None, "fp8")
+        codes, scale = quantize_tokens(vf, None, v_dtype)
         return RefV(codes, scale)
     if mode == "channel":
         amax = vf.abs().amax(dim=1) if N else vf.new_zeros(B, H, D)  # (B, H, D)
-        scale = scale_from_amax(amax, FP8_MAX)
-        codes = encode(vf / scale.unsqueeze(1), "fp8")
+        scale = scale_from_amax(amax, QMAX[v_dtype])
+        codes = encode(vf / scale.unsqueeze(1), v_dtype)
         return RefV(codes, scale)
     if mode == "block128":
-        codes, scale = quantize_tokens(vf, (128, 1, 128), "fp8")
+        codes, scale = quantize_tokens(vf, (128, 1, 128), v_dtype)
         return RefV(codes, scale)
     raise AssertionError(mode)
 

@@ -8,7 +8,7 @@ bounds); calls that are legal must compute what the contiguous call computes.
 Signatures (csrc/ffi/bindings.cc):
     quantize_tokens(x, codes, scale, block, groups, stride, per_tensor, fp8, mean, num_threads)
     channel_mean(x, mean, num_threads)
-    quantize_channels(x, codes, scale, num_threads)
+    quantize_channels(x, codes, scale, fp8, num_threads)
     attention_forward(q, k, v, q_scale, k_scale, v_scale, groupings[9], v_mode, qk_fp8,
                       k_mean, mask, sm_scale, causal, out, out_scale, lse, num_threads)
 
@@ -205,7 +205,7 @@ def _cm_strided() -> None:
 def qc(**overrides: Any) -> Callable[[], Any]:
     def run() -> Any:
         a = _apply({"x": _randn((B, N, H, D), 7), "codes": torch.empty(B, N, H, D, dtype=FP8), "scale": torch.empty(B, H, D),
-                        "num_threads": 2}, overrides)
+                        "fp8": True, "num_threads": 2}, overrides)
         return _M().quantize_channels(*a.values())
 
     return run
@@ -220,6 +220,8 @@ add("qc_scale_shape", "ValueError", r"v_scale.*shape", qc(scale=torch.empty(B, H
 add("qc_scale_f16", "TypeError", r"v_scale.*float16", qc(scale=torch.empty(B, H, D, dtype=torch.float16)))
 add("qc_scale_expand", "ValueError", r"v_scale.*overlap", qc(scale=torch.empty(1, 1, D).expand(B, H, D)))
 add("qc_threads_2000", "ValueError", r"num_threads", qc(num_threads=2000))
+add("qc_int8_ok", None, "", qc(codes=lambda c: c.view(I8), fp8=False))
+add("qc_int8_codes_fp8", "TypeError", r"v_codes.*float8", qc(fp8=False))
 
 
 @lambda f: add("qc_strided_ok", None, "", f)
@@ -228,8 +230,8 @@ def _qc_strided() -> None:
     c1 = torch.empty(B, H, N, D, dtype=FP8).transpose(1, 2)
     s1 = torch.empty(B, D, H).transpose(1, 2)
     c2, s2 = torch.empty(B, N, H, D, dtype=FP8), torch.empty(B, H, D)
-    _M().quantize_channels(x, c1, s1, 2)
-    _M().quantize_channels(x.contiguous(), c2, s2, 1)
+    _M().quantize_channels(x, c1, s1, True, 2)
+    _M().quantize_channels(x.contiguous(), c2, s2, True, 1)
     assert torch.equal(c1.view(torch.uint8), c2.view(torch.uint8)) and torch.equal(s1, s2)
 
 
@@ -251,7 +253,7 @@ def _quantize_direct(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> dict[
     M.quantize_tokens(q, r["q"], r["q_scale"], 128, 1, 128, False, False, None, 1)
     M.channel_mean(k, r["k_mean"], 1)
     M.quantize_tokens(k, r["k"], r["k_scale"], 128, 8, 8, False, False, r["k_mean"], 1)
-    M.quantize_channels(v, r["v"], r["v_scale"], 1)
+    M.quantize_channels(v, r["v"], r["v_scale"], True, 1)
     return r
 
 

@@ -116,7 +116,7 @@ def test_core_num_threads_1_to_8_bitwise() -> None:
         tc, ts = torch.empty(k.shape, dtype=torch.float8_e4m3fn), torch.empty(1, 1, 1)
         M.quantize_tokens(k, tc, ts, -1, 1, 0, True, True, None, n)
         vc, vs = torch.empty(k.shape, dtype=torch.float8_e4m3fn), torch.empty(2, 3, 96)
-        M.quantize_channels(k, vc, vs, n)
+        M.quantize_channels(k, vc, vs, True, n)
         out, lse = torch.empty(2, 700, 3, 96, dtype=BF16), torch.empty(2, 3, 700)
         M.attention_forward(codes, kc, vc, scale, ks, vs, [128, 1, 128, 128, 8, 8, -1, 1, 0], 0, False, mean, None,
                             0.1, True, out, None, lse, n)

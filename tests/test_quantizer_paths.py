@@ -219,12 +219,14 @@ def test_quantize_qk_matches_scalar(isa: str, recipe, qk_dtype: str, dtype: torc
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda r: "r" + "_".join(map(str, r)))
+@pytest.mark.parametrize("v_dtype", ["fp8", "int8"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["bf16", "fp16"])
-def test_quantize_v_matches_scalar(isa: str, recipe, dtype: torch.dtype) -> None:
-    for shape, kind, layout, seed in _cases(["randn", "special", "ties_fp8"]):
+def test_quantize_v_matches_scalar(isa: str, recipe, v_dtype: str, dtype: torch.dtype) -> None:
+    for shape, kind, layout, seed in _cases(["randn", "special", f"ties_{v_dtype}"]):
         v = _input(shape, dtype, kind, layout, seed)
-        what = f"quantize_v {shape} {kind} {layout}"
-        _assert_same(isa, lambda: ops.quantize_v(v, quant_recipe=recipe), ("v_codes", "v_scale"), what)
+        what = f"quantize_v {v_dtype} {shape} {kind} {layout}"
+        _assert_same(isa, lambda: ops.quantize_v(v, quant_recipe=recipe, dtype=v_dtype), ("v_codes", "v_scale"),
+                     what)
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -241,8 +243,9 @@ def test_every_half_value_matches_scalar(isa: str, dtype: torch.dtype) -> None:
             _assert_same(isa, lambda: ops.quantize_qk(x, x, quant_recipe=recipe, qk_quant_dtype=qk_dtype,
                                                       smooth_k=False)[:4], QK_NAMES[:4],
                          f"all values {recipe} {qk_dtype}")
-        _assert_same(isa, lambda: ops.quantize_v(x, quant_recipe=recipe), ("v_codes", "v_scale"),
-                     f"all values quantize_v {recipe}")
+        for v_dtype in ("fp8", "int8"):
+            _assert_same(isa, lambda: ops.quantize_v(x, quant_recipe=recipe, dtype=v_dtype), ("v_codes", "v_scale"),
+                         f"all values quantize_v {recipe} {v_dtype}")
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -273,7 +276,8 @@ def test_thread_count_does_not_change_bits(isa: str) -> None:
     q = _input(shape, torch.bfloat16, "special", "hnd", 7)
     k = _input(shape, torch.bfloat16, "randn", "hnd", 8)
     for recipe in RECIPES:
-        fn = lambda: (*ops.quantize_qk(q, k, quant_recipe=recipe), *ops.quantize_v(k, quant_recipe=recipe))
+        fn = lambda: (*ops.quantize_qk(q, k, quant_recipe=recipe), *ops.quantize_v(k, quant_recipe=recipe),
+                      *ops.quantize_v(k, quant_recipe=recipe, dtype="int8"))
         torch.set_num_threads(1)
         want = _run("scalar", fn)
         torch.set_num_threads(3)

@@ -239,14 +239,16 @@ def test_int8_scale_two() -> None:
 # --------------------------------------------------------------------------- #
 
 
+@pytest.mark.parametrize("v_dtype", ["fp8", "int8"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
 @pytest.mark.parametrize("Nk", [77, 1000])
 @pytest.mark.parametrize("recipe", RECIPE_VALUES, ids=RECIPE_IDS)
-def test_quantize_v_matches_reference(recipe: Recipe, Nk: int, dtype: torch.dtype) -> None:
+def test_quantize_v_matches_reference(recipe: Recipe, Nk: int, dtype: torch.dtype, v_dtype: str) -> None:
     B, H, Dv = 2, 2, 96
     v = _nhd(B, Nk, H, Dv, dtype, seed=8, scale=3.0)
-    got = ops.quantize_v(v, quant_recipe=recipe)
-    want = ref.quantize_v_reference(v, recipe)
+    got = ops.quantize_v(v, quant_recipe=recipe, dtype=v_dtype)
+    want = ref.quantize_v_reference(v, recipe, v_dtype)
+    assert got.v_codes.dtype == ref.CODE_DTYPE[v_dtype]
     assert tuple(got.v_scale.shape) == _expected_v_scale_shape(recipe, B, H, Nk, Dv)
     _assert_scales_equal(got.v_scale, want.v_scale, "v_scale")
     _assert_codes_equal(got.v_codes, want.v_codes, "v_codes")
@@ -261,6 +263,27 @@ def test_quantize_v_strided_and_default_recipe() -> None:
     assert tuple(got.v_scale.shape) == (B, H, Dv)
     _assert_scales_equal(got.v_scale, want.v_scale, "v_scale")
     _assert_codes_equal(got.v_codes, want.v_codes, "v_codes")
+
+
+def test_quantize_v_int8_rounds_half_even_and_saturates() -> None:
+    """Per-channel int8 V: scale = amax / 127 exactly when amax is 127·2^k, so x / scale is
+    exact and the codes show the rounding (ties to even) and the ±127 range directly."""
+    ys = [0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, -126.5, 3.25, -3.75, 127.0, -127.0, 0.0]
+    col = torch.tensor(ys, dtype=torch.float32) * 0.25  # channel 0: scale 0.25
+    other = torch.tensor([127.0 * 8] + [1.0] * (len(ys) - 1))  # channel 1: scale 8
+    v = torch.stack([col, other], dim=-1).to(torch.float16).reshape(1, len(ys), 1, 2)
+    assert torch.equal(v.float().reshape(-1, 2)[:, 0], col), "test values must be exact in fp16"
+    got = ops.quantize_v(v, dtype="int8")
+    assert got.v_scale.flatten().tolist() == [0.25, 8.0]
+    assert got.v_codes[0, :, 0, 0].tolist() == [0, 2, 2, 0, -2, -2, 126, -126, 3, -4, 127, -127, 0]
+    assert got.v_codes[0, :, 0, 1].tolist() == [127] + [0] * (len(ys) - 1)  # 1/8 rounds to 0
+
+
+@pytest.mark.parametrize("bad", ["int4", "FP8", "", None, 8, b"int8"])
+def test_quantize_v_dtype_must_be_ours(bad: object) -> None:
+    v = _nhd(1, 8, 1, 8, torch.bfloat16, seed=1)
+    with pytest.raises(ValueError, match=r"\bdtype\b.*'fp8' or 'int8'"):
+        ops.quantize_v(v, dtype=bad)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- #
@@ -428,11 +451,12 @@ if HAVE_HYPOTHESIS:
         _assert_codes_equal(got.k_codes, want.k_codes, "k_codes")
         if smooth_k:
             assert torch.equal(got.k_mean, want.k_mean)
-        gv = ops.quantize_v(v, quant_recipe=recipe)
-        wv = ref.quantize_v_reference(v, recipe)
-        assert tuple(gv.v_scale.shape) == _expected_v_scale_shape(recipe, B, Hkv, Nk, D)
-        _assert_scales_equal(gv.v_scale, wv.v_scale, "v_scale")
-        _assert_codes_equal(gv.v_codes, wv.v_codes, "v_codes")
+        for v_dtype in ("fp8", "int8"):
+            gv = ops.quantize_v(v, quant_recipe=recipe, dtype=v_dtype)
+            wv = ref.quantize_v_reference(v, recipe, v_dtype)
+            assert tuple(gv.v_scale.shape) == _expected_v_scale_shape(recipe, B, Hkv, Nk, D)
+            _assert_scales_equal(gv.v_scale, wv.v_scale, f"v_scale {v_dtype}")
+            _assert_codes_equal(gv.v_codes, wv.v_codes, f"v_codes {v_dtype}")
 
 
 # --------------------------------------------------------------------------- #

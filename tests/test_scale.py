@@ -180,7 +180,7 @@ def test_low_level_codes_offsets_beyond_2_pow_32(rss_guard: None) -> None:
     M.quantize_tokens(q, qc, qs, 128, 1, 128, False, False, None, 2)
     M.channel_mean(k, km, 2)
     M.quantize_tokens(k, kc, ks, 128, 8, 8, False, False, km, 2)
-    M.quantize_channels(v, vc, vs, 2)
+    M.quantize_channels(v, vc, vs, True, 2)
     ref = ops.quantize_qk(q, k), ops.quantize_v(v)
     assert torch.equal(qc, ref[0].q_codes) and torch.equal(kc, ref[0].k_codes)
     assert torch.equal(vc.view(torch.uint8), ref[1].v_codes.view(torch.uint8))

@@ -329,7 +329,7 @@ void quantize_tokens(const TokenQuantizeArgs& a) {
 
 void quantize_channels(const ChannelQuantizeArgs& a) {
   check_half_input(a.x, "v");
-  check_codes(a.codes, a.x, QuantDType::kFP8, "v_codes");
+  check_codes(a.codes, a.x, a.qdtype, "v_codes");
   const int64_t B = a.x.shape[0], N = a.x.shape[1], H = a.x.shape[2], D = a.x.shape[3];
   check_ndim(a.scale, 3, "v_scale");
   check_dtype(a.scale, {DType::kF32}, "v_scale");
@@ -355,7 +355,7 @@ void quantize_channels(const ChannelQuantizeArgs& a) {
     }
   });
   std::vector<float> scales(static_cast<size_t>(B * H * D));
-  fold_chunk_scales(partial, B * H, H, chunks, D, kFp8Max, a.scale, scales);
+  fold_chunk_scales(partial, B * H, H, chunks, D, quant_max(a.qdtype), a.scale, scales);
   parallel_for(B * H * chunks, threads, [&](int64_t task, int worker) {
     Scratch& s = scratch[worker];
     const int64_t bh = task / chunks, c = task % chunks, b = bh / H, h = bh % H;
@@ -364,8 +364,8 @@ void quantize_channels(const ChannelQuantizeArgs& a) {
       const int64_t rows = std::min(kTileRows, n_end - t0);
       const Rows src = input_rows(a.x, b, h, t0, rows, s.x);
       const CodeRows dst = output_rows(a.codes, b, h, t0, rows, s.codes);
-      ops.encode_cols_fp8(src.ptr, src.row_stride, rows, D, bf16, scales.data() + bh * D,
-                          dst.ptr, dst.row_stride);
+      ops.encode_cols(src.ptr, src.row_stride, rows, D, bf16, scales.data() + bh * D, a.qdtype,
+                      dst.ptr, dst.row_stride);
       dst.finish(a.codes, rows);
     }
   });

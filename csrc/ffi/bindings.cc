@@ -74,12 +74,13 @@ void channel_mean(DLTensor* x, DLTensor* mean, int64_t num_threads) {
   });
 }
 
-void quantize_channels(DLTensor* x, DLTensor* codes, DLTensor* scale, int64_t num_threads) {
+void quantize_channels(DLTensor* x, DLTensor* codes, DLTensor* scale, bool fp8, int64_t num_threads) {
   translate_errors([&] {
     sageattn::ChannelQuantizeArgs a;
     a.x = sageattn::to_tensor_ref(x, "v");
     a.codes = sageattn::to_tensor_ref(codes, "v_codes");
     a.scale = sageattn::to_tensor_ref(scale, "v_scale");
+    a.qdtype = qdtype(fp8);
     a.num_threads = threads_arg(num_threads);
     sageattn::quantize_channels(a);
   });

@@ -36,10 +36,11 @@ struct QuantOps {
   void (*col_sum)(const uint16_t* x, int64_t x_row_stride, int64_t rows, int64_t d, bool bf16,
                   double* sum);
 
-  // codes[r * codes_row_stride + i] = fp8_e4m3(x[r, i] / col_scale[i]).
-  void (*encode_cols_fp8)(const uint16_t* x, int64_t x_row_stride, int64_t rows, int64_t d,
-                          bool bf16, const float* col_scale, uint8_t* codes,
-                          int64_t codes_row_stride);
+  // codes[r * codes_row_stride + i] = encode_t(x[r, i] / col_scale[i]), encode as in
+  // encode_rows (V's per-channel recipe: fp8 by default, int8 for the int8 P·V mode).
+  void (*encode_cols)(const uint16_t* x, int64_t x_row_stride, int64_t rows, int64_t d,
+                      bool bf16, const float* col_scale, QuantDType t, void* codes,
+                      int64_t codes_row_stride);
 };
 
 const QuantOps& scalar_quant_ops();

@@ -314,30 +314,40 @@ void col_sum(const uint16_t* x, int64_t rs, int64_t rows, int64_t d, bool bf16, 
   bf16 ? col_sum_t<true>(x, rs, rows, d, sum) : col_sum_t<false>(x, rs, rows, d, sum);
 }
 
-template <bool BF16>
-void encode_cols_fp8_t(const uint16_t* x, int64_t rs, int64_t rows, int64_t d,
-                       const float* col_scale, uint8_t* codes, int64_t cs) {
+template <bool BF16, bool INT8>
+void encode_cols_t(const uint16_t* x, int64_t rs, int64_t rows, int64_t d,
+                   const float* col_scale, uint8_t* codes, int64_t cs) {
   for (int64_t r = 0; r < rows; ++r) {
     const uint16_t* p = x + r * rs;
     uint8_t* out = codes + r * cs;
     auto code8 = [&](int64_t i) {
-      return fp8_codes(_mm256_div_ps(load8<BF16>(p + i), _mm256_loadu_ps(col_scale + i)));
+      const __m256 y = _mm256_div_ps(load8<BF16>(p + i), _mm256_loadu_ps(col_scale + i));
+      return INT8 ? int8_codes(y) : fp8_codes(y);
     };
     int64_t i = 0;
-    for (; i + 32 <= d; i += 32) store32<false>(out + i, code8(i), code8(i + 8), code8(i + 16), code8(i + 24));
-    for (; i + 8 <= d; i += 8) store8<false>(out + i, code8(i));
-    for (; i < d; ++i) out[i] = to_fp8_code(half_to_f32(p[i], BF16) / col_scale[i]);
+    for (; i + 32 <= d; i += 32) store32<INT8>(out + i, code8(i), code8(i + 8), code8(i + 16), code8(i + 24));
+    for (; i + 8 <= d; i += 8) store8<INT8>(out + i, code8(i));
+    for (; i < d; ++i) {
+      const float y = half_to_f32(p[i], BF16) / col_scale[i];
+      out[i] = INT8 ? static_cast<uint8_t>(to_int8_code(y)) : to_fp8_code(y);
+    }
   }
 }
 
-void encode_cols_fp8(const uint16_t* x, int64_t rs, int64_t rows, int64_t d, bool bf16,
-                     const float* col_scale, uint8_t* codes, int64_t cs) {
-  bf16 ? encode_cols_fp8_t<true>(x, rs, rows, d, col_scale, codes, cs)
-       : encode_cols_fp8_t<false>(x, rs, rows, d, col_scale, codes, cs);
+void encode_cols(const uint16_t* x, int64_t rs, int64_t rows, int64_t d, bool bf16,
+                 const float* col_scale, QuantDType t, void* codes, int64_t cs) {
+  uint8_t* c = static_cast<uint8_t*>(codes);
+  if (t == QuantDType::kInt8) {
+    bf16 ? encode_cols_t<true, true>(x, rs, rows, d, col_scale, c, cs)
+         : encode_cols_t<false, true>(x, rs, rows, d, col_scale, c, cs);
+  } else {
+    bf16 ? encode_cols_t<true, false>(x, rs, rows, d, col_scale, c, cs)
+         : encode_cols_t<false, false>(x, rs, rows, d, col_scale, c, cs);
+  }
 }
 
 inline QuantOps make_quant_ops() {
-  return QuantOps{row_amax, encode_rows, col_amax, col_sum, encode_cols_fp8};
+  return QuantOps{row_amax, encode_rows, col_amax, col_sum, encode_cols};
 }
 
 }  // namespace

@@ -31,12 +31,13 @@ void channel_mean(const TensorRef& x, const TensorRef& mean_out, int num_threads
 
 struct ChannelQuantizeArgs {
   TensorRef x;      // (B, N, H, D) f16/bf16
-  TensorRef codes;  // (B, N, H, D) fp8
+  TensorRef codes;  // (B, N, H, D) fp8 (or u8 storage), or i8 when qdtype is kInt8
   TensorRef scale;  // (B, H, D) f32: one scale per channel over all N
+  QuantDType qdtype = QuantDType::kFP8;  // kInt8: V of the int8 P·V mode
   int num_threads = 1;
 };
 
-// FP8 per-channel quantization (V's default recipe).
+// Per-channel quantization (V's default recipe): fp8, or int8 for the int8 P·V mode.
 void quantize_channels(const ChannelQuantizeArgs& args);
 
 }  // namespace sageattn

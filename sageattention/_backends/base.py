@@ -6,7 +6,7 @@ from typing import Optional, Protocol, Tuple, Union
 import torch
 
 from .._recipes import QuantRecipe
-from .._types import QuantizedQK, QuantizedV
+from .._types import QuantizedQK, QuantizedV, VQuantDType
 
 AttentionResult = Union[torch.Tensor, Tuple[torch.Tensor, ...]]
 
@@ -17,7 +17,10 @@ class Backend(Protocol):
     def quantize_qk(self, q: torch.Tensor, k: torch.Tensor, *, quant_recipe: QuantRecipe,
                     qk_quant_dtype: str, smooth_k: bool) -> QuantizedQK: ...
 
-    def quantize_v(self, v: torch.Tensor, *, quant_recipe: QuantRecipe) -> QuantizedV: ...
+    def quantize_v(self, v: torch.Tensor, *, quant_recipe: QuantRecipe, dtype: VQuantDType = "fp8") -> QuantizedV:
+        """V codes in `dtype`: "fp8" (e4m3fn), or "int8" for the int8 P·V mode; a backend
+        that has no int8 P·V mode raises NotImplementedError naming itself."""
+        ...
 
     def attention_quantized(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                             q_scale: torch.Tensor, k_scale: torch.Tensor, v_scale: Optional[torch.Tensor],

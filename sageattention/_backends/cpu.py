@@ -6,7 +6,7 @@ from typing import Optional, Union
 import torch
 
 from .._recipes import QuantRecipe, ResolvedRecipe, as_resolved
-from .._types import QuantizedQK, QuantizedV
+from .._types import QuantizedQK, QuantizedV, VQuantDType
 from . import cpu_ops
 from .base import AttentionResult
 
@@ -25,12 +25,13 @@ class CpuBackend:
         k_codes, k_scale = cpu_ops.quantize_tokens(k, *r.k.as_triple(), r.k.per_tensor, fp8, k_mean)
         return QuantizedQK(q_codes, q_scale, k_codes, k_scale, k_mean)
 
-    def quantize_v(self, v: torch.Tensor, *, quant_recipe: RecipeArg) -> QuantizedV:
+    def quantize_v(self, v: torch.Tensor, *, quant_recipe: RecipeArg, dtype: VQuantDType = "fp8") -> QuantizedV:
         r = as_resolved(quant_recipe)
+        fp8 = dtype == "fp8"
         if r.v_per_channel:
-            codes, scale = cpu_ops.quantize_channels(v)
+            codes, scale = cpu_ops.quantize_channels(v, fp8)
         else:
-            codes, scale = cpu_ops.quantize_tokens(v, *r.v.as_triple(), r.v.per_tensor, True, None)
+            codes, scale = cpu_ops.quantize_tokens(v, *r.v.as_triple(), r.v.per_tensor, fp8, None)
         return QuantizedV(codes, scale)
 
     def attention_quantized(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,

@@ -70,15 +70,15 @@ def _channel_mean_fake(x):
 
 
 # ---- V per channel ---------------------------------------------------------------------
-def _quantize_channels(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    codes = torch.empty(x.shape, dtype=torch.float8_e4m3fn)
+def _quantize_channels(x: torch.Tensor, fp8: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    codes = torch.empty(x.shape, dtype=_code_dtype(fp8))
     scale = torch.empty((x.shape[0], x.shape[2], x.shape[3]), dtype=torch.float32)
-    _lib.module().quantize_channels(x, codes, scale, _threads())
+    _lib.module().quantize_channels(x, codes, scale, fp8, _threads())
     return codes, scale
 
 
-def _quantize_channels_fake(x):
-    return (x.new_empty(x.shape, dtype=torch.float8_e4m3fn),
+def _quantize_channels_fake(x, fp8):
+    return (x.new_empty(x.shape, dtype=_code_dtype(fp8)),
             x.new_empty((x.shape[0], x.shape[2], x.shape[3]), dtype=torch.float32))
 
 
@@ -124,7 +124,7 @@ quantize_tokens = define_op(
     "quantize_tokens(Tensor x, int block, int groups, int stride, bool per_tensor, bool fp8, Tensor? mean)"
     " -> (Tensor, Tensor)", _quantize_tokens, _quantize_tokens_fake)
 channel_mean = define_op("channel_mean(Tensor x) -> Tensor", _channel_mean, _channel_mean_fake)
-quantize_channels = define_op("quantize_channels(Tensor x) -> (Tensor, Tensor)", _quantize_channels,
+quantize_channels = define_op("quantize_channels(Tensor x, bool fp8) -> (Tensor, Tensor)", _quantize_channels,
                               _quantize_channels_fake)
 attention = define_op(
     "attention(Tensor q, Tensor k, Tensor v, Tensor q_scale, Tensor k_scale, Tensor? v_scale, int[] groupings,"

@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 
 from .._recipes import QuantRecipe
-from .._types import QuantizedQK, QuantizedV
+from .._types import QuantizedQK, QuantizedV, VQuantDType
 from . import torch_quant
 from .base import AttentionResult
 
@@ -28,7 +28,10 @@ class MusaBackend:
         return torch_quant.quantize_qk(q, k, quant_recipe=quant_recipe, qk_quant_dtype=qk_quant_dtype,
                                        smooth_k=smooth_k)
 
-    def quantize_v(self, v: torch.Tensor, *, quant_recipe: QuantRecipe) -> QuantizedV:
+    def quantize_v(self, v: torch.Tensor, *, quant_recipe: QuantRecipe, dtype: VQuantDType = "fp8") -> QuantizedV:
+        if dtype != "fp8":
+            raise NotImplementedError(f"dtype: V quantized to {dtype} (the int8 P·V mode) is CPU-only; "
+                                      "the musa backend (MATE) runs fp8 P·V")
         return torch_quant.quantize_v(v, quant_recipe=quant_recipe)
 
     def attention_quantized(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,

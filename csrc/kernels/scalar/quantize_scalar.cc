@@ -52,19 +52,34 @@ void col_sum(const uint16_t* x, int64_t rs, int64_t rows, int64_t d, bool bf16, 
   }
 }
 
-void encode_cols_fp8(const uint16_t* x, int64_t rs, int64_t rows, int64_t d, bool bf16,
-                     const float* col_scale, uint8_t* codes, int64_t cs) {
+template <QuantDType T>
+void encode_cols_t(const uint16_t* x, int64_t rs, int64_t rows, int64_t d, bool bf16,
+                   const float* col_scale, void* codes, int64_t cs) {
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t i = 0; i < d; ++i) {
-      codes[r * cs + i] = to_fp8_code(half_to_f32(x[r * rs + i], bf16) / col_scale[i]);
+      const float y = half_to_f32(x[r * rs + i], bf16) / col_scale[i];
+      if (T == QuantDType::kInt8) {
+        static_cast<int8_t*>(codes)[r * cs + i] = to_int8_code(y);
+      } else {
+        static_cast<uint8_t*>(codes)[r * cs + i] = to_fp8_code(y);
+      }
     }
+  }
+}
+
+void encode_cols(const uint16_t* x, int64_t rs, int64_t rows, int64_t d, bool bf16,
+                 const float* col_scale, QuantDType t, void* codes, int64_t cs) {
+  if (t == QuantDType::kInt8) {
+    encode_cols_t<QuantDType::kInt8>(x, rs, rows, d, bf16, col_scale, codes, cs);
+  } else {
+    encode_cols_t<QuantDType::kFP8>(x, rs, rows, d, bf16, col_scale, codes, cs);
   }
 }
 
 }  // namespace
 
 const QuantOps& scalar_quant_ops() {
-  static const QuantOps ops = {row_amax, encode_rows, col_amax, col_sum, encode_cols_fp8};
+  static const QuantOps ops = {row_amax, encode_rows, col_amax, col_sum, encode_cols};
   return ops;
 }
 
