@@ -62,15 +62,3 @@ def set_cpu_isa(name: str) -> None:
 
 def cpu_isa_available(name: str) -> bool:
     return bool(module().cpu_isa_available(name))
-
-
-def peak_probe_kinds() -> list[str]:
-    return [str(k) for k in module().peak_probe_kinds()]
-
-
-def peak_probe_supported(kind: str) -> bool:
-    return bool(module().peak_probe_supported(kind))
-
-
-def measure_peak_gops(kind: str, threads: int, seconds: float) -> float:
-    return float(module().measure_peak_gops(kind, int(threads), float(seconds)))

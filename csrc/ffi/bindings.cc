@@ -12,7 +12,6 @@
 #include "sageattn/attention.h"
 #include "sageattn/error.h"
 #include "sageattn/isa.h"
-#include "sageattn/peak_probe.h"
 #include "sageattn/quantize.h"
 #include "tensor_adapter.h"
 
@@ -136,21 +135,6 @@ bool cpu_isa_available(tvm::ffi::String name) {
   return false;
 }
 
-tvm::ffi::Array<tvm::ffi::String> peak_probe_kinds() {
-  tvm::ffi::Array<tvm::ffi::String> r;
-  for (const auto& k : sageattn::peak_probe_kinds()) r.push_back(tvm::ffi::String(k));
-  return r;
-}
-
-bool peak_probe_supported(tvm::ffi::String kind) { return sageattn::peak_probe_supported(std::string(kind)); }
-
-double measure_peak_gops(tvm::ffi::String kind, int64_t num_threads, double seconds) {
-  return translate_errors([&] {
-    if (!(seconds > 0.0 && seconds <= 60.0)) throw Error(ErrorKind::kValue, "seconds: must be in (0, 60]");
-    return sageattn::measure_peak_gops(std::string(kind), threads_arg(num_threads), seconds);
-  });
-}
-
 }  // namespace
 
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(quantize_tokens, quantize_tokens);
@@ -160,6 +144,3 @@ TVM_FFI_DLL_EXPORT_TYPED_FUNC(attention_forward, attention_forward);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(cpu_isa, cpu_isa);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(set_cpu_isa, set_cpu_isa);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(cpu_isa_available, cpu_isa_available);
-TVM_FFI_DLL_EXPORT_TYPED_FUNC(peak_probe_kinds, peak_probe_kinds);
-TVM_FFI_DLL_EXPORT_TYPED_FUNC(peak_probe_supported, peak_probe_supported);
-TVM_FFI_DLL_EXPORT_TYPED_FUNC(measure_peak_gops, measure_peak_gops);

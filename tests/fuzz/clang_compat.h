@@ -1,7 +1,7 @@
 // Force-included (-include) into every TU of the clang/libFuzzer build only
 // (scripts/fuzz.sh --libfuzzer). Clang before 18 rejects some feature names the core
 // passes to __builtin_cpu_supports ("f16c", "avxvnni": "invalid cpu feature string for
-// builtin"), so csrc/core/isa.cc and csrc/microbench/peak_probe.cc do not compile there.
+// builtin"), so csrc/core/isa.cc does not compile there.
 // This replaces the builtin by a CPUID + XGETBV check with the same meaning (the feature
 // bit, and that the OS saves the AVX / AVX-512 register state). A package-side fix is
 // reported in SECURITY.md; GCC builds never see this file.

@@ -1,4 +1,8 @@
-// Instruction-throughput probes (see include/sageattn/peak_probe.h).
+// Instruction-throughput probes for the benchmark: what this CPU's multiply-accumulate
+// units can do, measured in the same run as the benchmark so that "% of ceiling" is
+// honest. Built only by bench/ (bench/probe/CMakeLists.txt) into libsageattn_probe.so,
+// never into the shipped library; Python loads it with ctypes through the plain C
+// functions at the end of this file.
 //
 // Each probe runs one multiply-accumulate instruction (or, for avx2_maddubs_i8, the
 // three-instruction AVX2 int8 dot idiom) on kChains independent accumulators, so the
@@ -6,20 +10,19 @@
 // lives in this one translation unit behind __attribute__((target(...))), so the file
 // builds with default flags and only runs an instruction after the CPU (and OS) has been
 // checked for it at run time.
-#include "sageattn/peak_probe.h"
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdint>
 #include <exception>
 #include <mutex>
+#include <stdexcept>
+#include <string>
 #include <system_error>
 #include <thread>
 #include <vector>
-
-#include "sageattn/error.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #define SAGEATTN_PROBE_X86 1
@@ -28,7 +31,7 @@
 #define SAGEATTN_PROBE_X86 0
 #endif
 
-namespace sageattn {
+namespace sageattn_probe {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -377,14 +380,6 @@ ProbeRun run_one_thread(const ProbeSpec& spec, double seconds, const std::atomic
   return run;
 }
 
-}  // namespace
-
-std::vector<std::string> peak_probe_kinds() {
-  std::vector<std::string> kinds;
-  for (const ProbeSpec& spec : kProbes) kinds.emplace_back(spec.kind);
-  return kinds;
-}
-
 bool peak_probe_supported(const std::string& kind) {
   const ProbeSpec* spec = find_probe(kind);
   return spec != nullptr && spec->body != nullptr && spec->supported();
@@ -393,22 +388,22 @@ bool peak_probe_supported(const std::string& kind) {
 double measure_peak_gops(const std::string& kind, int num_threads, double seconds) {
   const ProbeSpec* spec = find_probe(kind);
   if (spec == nullptr) {
-    throw Error(ErrorKind::kValue, "measure_peak_gops: unknown kind '" + kind +
+    throw std::invalid_argument("measure_peak_gops: unknown kind '" + kind +
                                        "' (known: " + known_kinds_list() + ")");
   }
   if (spec->body == nullptr || !spec->supported()) {
-    throw Error(ErrorKind::kValue,
+    throw std::invalid_argument(
                 "measure_peak_gops: kind '" + kind + "' is not supported by this CPU");
   }
   constexpr int kMaxThreads = 4096;
   if (num_threads < 1 || num_threads > kMaxThreads) {
-    throw Error(ErrorKind::kValue, "measure_peak_gops: num_threads must be in [1, " +
+    throw std::invalid_argument("measure_peak_gops: num_threads must be in [1, " +
                                        std::to_string(kMaxThreads) + "], got " +
                                        std::to_string(num_threads));
   }
   constexpr double kMaxSeconds = 3600.0;
   if (!std::isfinite(seconds) || seconds <= 0.0 || seconds > kMaxSeconds) {
-    throw Error(ErrorKind::kValue,
+    throw std::invalid_argument(
                 "measure_peak_gops: seconds must be in (0, 3600], got " + std::to_string(seconds));
   }
 
@@ -432,7 +427,7 @@ double measure_peak_gops(const std::string& kind, int num_threads, double second
   } catch (const std::system_error& e) {
     go.store(true, std::memory_order_release);
     for (std::thread& th : threads) th.join();
-    throw Error(ErrorKind::kRuntime,
+    throw std::runtime_error(
                 std::string("measure_peak_gops: could not start threads: ") + e.what());
   }
   go.store(true, std::memory_order_release);
@@ -446,9 +441,51 @@ double measure_peak_gops(const std::string& kind, int num_threads, double second
     slowest_s = std::max(slowest_s, run.seconds);
   }
   if (slowest_s <= 0.0) {
-    throw Error(ErrorKind::kRuntime, "measure_peak_gops: timer reported no elapsed time");
+    throw std::runtime_error("measure_peak_gops: timer reported no elapsed time");
   }
   return total_ops / slowest_s * 1e-9;
 }
 
-}  // namespace sageattn
+}  // namespace
+}  // namespace sageattn_probe
+
+// ---------------------------------------------------------------------------
+// The C ABI that bench/native.py loads with ctypes. No C++ exception crosses it.
+// ---------------------------------------------------------------------------
+#define SAGEATTN_PROBE_API extern "C" __attribute__((visibility("default")))
+
+// Number of probes this build knows, whether or not the CPU supports them.
+SAGEATTN_PROBE_API int sageattn_probe_count() {
+  return static_cast<int>(sizeof(sageattn_probe::kProbes) / sizeof(sageattn_probe::kProbes[0]));
+}
+
+// Name of probe `index`, or null when out of range. The string is static.
+SAGEATTN_PROBE_API const char* sageattn_probe_kind(int index) {
+  if (index < 0 || index >= sageattn_probe_count()) return nullptr;
+  return sageattn_probe::kProbes[index].kind;
+}
+
+// 1 when the running CPU (and OS) can execute probe `kind`, else 0.
+SAGEATTN_PROBE_API int sageattn_probe_supported(const char* kind) {
+  return kind != nullptr && sageattn_probe::peak_probe_supported(kind) ? 1 : 0;
+}
+
+// Sustained throughput of `kind` in giga-operations per second (a multiply-add counts as
+// two), summed over `num_threads` threads that each run for about `seconds`. Returns 0
+// and writes *gops, or non-zero with a NUL-terminated reason in error[0..error_len).
+SAGEATTN_PROBE_API int sageattn_probe_measure(const char* kind, int num_threads, double seconds,
+                                              double* gops, char* error, int error_len) {
+  auto fail = [&](const char* what) {
+    if (error != nullptr && error_len > 0) std::snprintf(error, static_cast<std::size_t>(error_len), "%s", what);
+    return 1;
+  };
+  if (kind == nullptr || gops == nullptr) return fail("sageattn_probe_measure: kind and gops must not be null");
+  try {
+    *gops = sageattn_probe::measure_peak_gops(kind, num_threads, seconds);
+    return 0;
+  } catch (const std::exception& e) {
+    return fail(e.what());
+  } catch (...) {
+    return fail("sageattn_probe_measure: unknown error");
+  }
+}
