@@ -5,6 +5,8 @@ that owns the device, and runs quantize_qk -> quantize_v -> attention_quantized.
 """
 from __future__ import annotations
 
+import inspect
+import numbers
 import warnings
 from dataclasses import dataclass
 from typing import Any, Literal, Optional, Sequence, Tuple, Union, overload
@@ -124,12 +126,15 @@ def _check_choice(value: Any, allowed: Tuple[str, ...], name: str) -> None:
 
 
 # ---- sageattn -----------------------------------------------------------------------------
+# Positional order: upstream's seven, then MATE's five options in MATE's order
+# (qk_quant_gran, qk_quant_dtype, quant_recipe, smooth_k, fp8_output; docs/CONTRACT.md §6).
+# Upstream takes nothing positional after return_lse, so MATE's order breaks no upstream call.
 @overload
 def sageattn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tensor_layout: str = ...,
-             is_causal: bool = ..., sm_scale: Optional[float] = ..., return_lse: Literal[False] = ..., *,
+             is_causal: bool = ..., sm_scale: Optional[float] = ..., return_lse: Literal[False] = ...,
              qk_quant_gran: Optional[str] = ..., qk_quant_dtype: str = ...,
              quant_recipe: Optional[Sequence[int]] = ..., smooth_k: bool = ...,
-             fp8_output: Literal[False] = ..., attn_mask: Optional[torch.Tensor] = ...,
+             fp8_output: Literal[False] = ..., *, attn_mask: Optional[torch.Tensor] = ...,
              **kwargs: Any) -> torch.Tensor: ...
 @overload
 def sageattn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tensor_layout: str = ...,
@@ -140,9 +145,9 @@ def sageattn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tensor_layout: s
              **kwargs: Any) -> Tuple[torch.Tensor, torch.Tensor]: ...
 @overload
 def sageattn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tensor_layout: str = ...,
-             is_causal: bool = ..., sm_scale: Optional[float] = ..., return_lse: Literal[False] = ..., *,
+             is_causal: bool = ..., sm_scale: Optional[float] = ..., return_lse: Literal[False] = ...,
              qk_quant_gran: Optional[str] = ..., qk_quant_dtype: str = ...,
-             quant_recipe: Optional[Sequence[int]] = ..., smooth_k: bool = ...,
+             quant_recipe: Optional[Sequence[int]] = ..., smooth_k: bool = ..., *,
              fp8_output: Literal[True], attn_mask: Optional[torch.Tensor] = ...,
              **kwargs: Any) -> Tuple[torch.Tensor, torch.Tensor]: ...
 @overload
@@ -152,11 +157,18 @@ def sageattn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tensor_layout: s
              quant_recipe: Optional[Sequence[int]] = ..., smooth_k: bool = ...,
              fp8_output: Literal[True], attn_mask: Optional[torch.Tensor] = ...,
              **kwargs: Any) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+@overload  # return_lse / fp8_output passed positionally (MATE's order): the form depends on them
+def sageattn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tensor_layout: str = ...,
+             is_causal: bool = ..., sm_scale: Optional[float] = ..., return_lse: bool = ...,
+             qk_quant_gran: Optional[str] = ..., qk_quant_dtype: str = ...,
+             quant_recipe: Optional[Sequence[int]] = ..., smooth_k: bool = ...,
+             fp8_output: bool = ..., *, attn_mask: Optional[torch.Tensor] = ...,
+             **kwargs: Any) -> Result: ...
 
 
-def sageattn(q, k, v, tensor_layout="HND", is_causal=False, sm_scale=None, return_lse=False, *,
+def sageattn(q, k, v, tensor_layout="HND", is_causal=False, sm_scale=None, return_lse=False,
              qk_quant_gran="per_thread", qk_quant_dtype="int8", quant_recipe=None, smooth_k=True,
-             fp8_output=False, attn_mask=None, **kwargs):
+             fp8_output=False, *, attn_mask=None, **kwargs):
     """8-bit attention, SageAttention-compatible.
 
     q: (B, Hq, Nq, D) for "HND" or (B, Nq, Hq, D) for "NHD"; k, v: Hkv heads with
@@ -165,6 +177,9 @@ def sageattn(q, k, v, tensor_layout="HND", is_causal=False, sm_scale=None, retur
     fp32 online softmax. `quant_recipe` (q_block, k_block, dqk_block, dv_block)
     overrides `qk_quant_gran`. `attn_mask`: bool (True keeps) or additive float,
     broadcast to (B, Hq, Nq, Nk); not combinable with `is_causal`.
+
+    Positional order: upstream's (up to return_lse), then MATE's wrapper's
+    (qk_quant_gran, qk_quant_dtype, quant_recipe, smooth_k, fp8_output).
 
     Returns `out` (q's layout and dtype), `(out, lse)` with lse float32 (B, Hq, Nq),
     `(out_fp8, out_scale)` or `(out_fp8, out_scale, lse)` when `fp8_output=True`.
@@ -176,21 +191,77 @@ def sageattn(q, k, v, tensor_layout="HND", is_causal=False, sm_scale=None, retur
 
 
 # ---- upstream-named variants ----------------------------------------------------------------
-def sageattn_qk_int8_pv_fp8_cuda_sm90(q, k, v, tensor_layout="HND", is_causal=False,
-                                      qk_quant_gran="per_thread", sm_scale=None,
-                                      pv_accum_dtype="fp32+fp32", smooth_k=True, return_lse=False, *,
-                                      qk_quant_dtype="int8", fp8_output=False, quant_recipe=None,
-                                      attn_mask=None, **kwargs) -> Result:
-    """Upstream's SM90 entry (int8 Q·Kᵀ, fp8 P·V) with its positional order.
-
-    qk_quant_gran: "per_thread" (the default recipe) or "per_warp" (Q per 32 tokens, K per
-    64 tokens). P·V always accumulates in fp32 on CPU; pv_accum_dtype takes upstream's
-    values ("fp32+fp32", "fp32").
-    """
+def _sm90(q, k, v, tensor_layout="HND", is_causal=False, qk_quant_gran="per_thread", sm_scale=None,
+          pv_accum_dtype="fp32+fp32", smooth_k=True, return_lse=False, *, qk_quant_dtype="int8",
+          fp8_output=False, quant_recipe=None, attn_mask=None, **kwargs) -> Result:
     _check_choice(pv_accum_dtype, ("fp32+fp32", "fp32"), "pv_accum_dtype")
     plan = _Plan(resolve_named(qk_quant_gran, quant_recipe), check_qk_quant_dtype(qk_quant_dtype),
                  smooth_k=bool(smooth_k), fp8_output=bool(fp8_output))
     return _run(q, k, v, tensor_layout, is_causal, sm_scale, return_lse, plan, attn_mask, kwargs)
+
+
+# The SM90 entry's positional order after qk_quant_gran differs: upstream puts sm_scale 7th,
+# MATE's wrapper puts qk_quant_dtype there (and takes three more positionals at the end).
+_SM90_HEAD = ("q", "k", "v", "tensor_layout", "is_causal", "qk_quant_gran")
+_SM90_UPSTREAM_TAIL = ("sm_scale", "pv_accum_dtype", "smooth_k", "return_lse")
+_SM90_MATE_TAIL = ("qk_quant_dtype", "sm_scale", "pv_accum_dtype", "smooth_k", "return_lse",
+                   "fp8_output", "quant_recipe")
+
+
+def _is_sm_scale(x: Any) -> bool:
+    if x is None:
+        return True
+    if isinstance(x, torch.Tensor):
+        return x.numel() == 1
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def _sm90_arguments(args: Tuple[Any, ...], kwargs: dict) -> dict:
+    """Name the positional arguments by the order their 7th one selects."""
+    tail = _SM90_UPSTREAM_TAIL
+    if len(args) > len(_SM90_HEAD):
+        seventh = args[len(_SM90_HEAD)]
+        if isinstance(seventh, str):
+            tail = _SM90_MATE_TAIL
+        elif not _is_sm_scale(seventh):
+            raise TypeError(
+                "sageattn_qk_int8_pv_fp8_cuda_sm90: the 7th positional argument is either MATE's "
+                "qk_quant_dtype (a str: 'int8' or 'fp8') or upstream's sm_scale (a number or None), "
+                f"got {type(seventh).__name__}"
+            )
+    names = _SM90_HEAD + tail
+    if len(args) > len(names):
+        order = "MATE's" if tail is _SM90_MATE_TAIL else "upstream's"
+        raise TypeError(
+            f"sageattn_qk_int8_pv_fp8_cuda_sm90: takes at most {len(names)} positional arguments in "
+            f"{order} order ({', '.join(names)}), got {len(args)}"
+        )
+    named = dict(zip(names, args))
+    for name in named:
+        if name in kwargs:
+            raise TypeError(f"sageattn_qk_int8_pv_fp8_cuda_sm90: got multiple values for argument '{name}'")
+    named.update(kwargs)
+    return named
+
+
+def sageattn_qk_int8_pv_fp8_cuda_sm90(*args: Any, **kwargs: Any) -> Result:
+    """Upstream's SM90 entry (int8 Q·Kᵀ, fp8 P·V) with its positional order, or MATE's.
+
+    qk_quant_gran: "per_thread" (the default recipe) or "per_warp" (Q per 32 tokens, K per
+    64 tokens). P·V always accumulates in fp32 on CPU; pv_accum_dtype takes upstream's
+    values ("fp32+fp32", "fp32").
+
+    The 7th positional argument selects the order (docs/CONTRACT.md §6): a str is MATE's
+    `qk_quant_dtype` and the rest follow MATE's wrapper (qk_quant_dtype, sm_scale,
+    pv_accum_dtype, smooth_k, return_lse, fp8_output, quant_recipe); a number, a
+    one-element tensor or None is upstream's `sm_scale` (sm_scale, pv_accum_dtype,
+    smooth_k, return_lse). Anything else is a TypeError.
+    """
+    return _sm90(**_sm90_arguments(args, kwargs))
+
+
+# Introspection shows upstream's signature (the keyword names are the same in both orders).
+sageattn_qk_int8_pv_fp8_cuda_sm90.__signature__ = inspect.signature(_sm90)  # type: ignore[attr-defined]
 
 
 def sageattn_qk_int8_pv_fp8_cuda(q, k, v, tensor_layout="HND", is_causal=False, qk_quant_gran="per_thread",

@@ -109,18 +109,21 @@ def _params(fn: Any) -> list[inspect.Parameter]:
 def test_sageattn_signature() -> None:
     ps = _params(sageattn)
     positional = [p for p in ps if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    assert [p.name for p in positional] == ["q", "k", "v", "tensor_layout", "is_causal", "sm_scale", "return_lse"]
+    # upstream's seven, then MATE's wrapper's five in MATE's order (docs/CONTRACT.md §6)
+    assert [p.name for p in positional] == [
+        "q", "k", "v", "tensor_layout", "is_causal", "sm_scale", "return_lse",
+        "qk_quant_gran", "qk_quant_dtype", "quant_recipe", "smooth_k", "fp8_output",
+    ]
     defaults = {p.name: p.default for p in ps}
     assert defaults["tensor_layout"] == "HND"
     assert defaults["is_causal"] is False
     assert defaults["sm_scale"] is None
     assert defaults["return_lse"] is False
-    kwonly = {p.name: p.default for p in ps if p.kind == p.KEYWORD_ONLY}
-    assert kwonly.get("qk_quant_gran") == "per_thread"
-    assert kwonly.get("qk_quant_dtype") == "int8"
-    assert "quant_recipe" in kwonly and kwonly["quant_recipe"] is None
-    assert kwonly.get("smooth_k") is True
-    assert kwonly.get("fp8_output") is False
+    assert defaults["qk_quant_gran"] == "per_thread"
+    assert defaults["qk_quant_dtype"] == "int8"
+    assert defaults["quant_recipe"] is None
+    assert defaults["smooth_k"] is True
+    assert defaults["fp8_output"] is False
     assert ps[-1].kind == inspect.Parameter.VAR_KEYWORD
 
 

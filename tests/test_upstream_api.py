@@ -68,6 +68,14 @@ UPSTREAM_SIGNATURES: dict[str, list[tuple[str, Any]]] = {
     ],
 }
 
+# MATE's wrapper (MooreThreads/mate, wrappers/SageAttention/sageattention/interface.py)
+# continues sageattn's positional order after return_lse. Its SM90 order differs from
+# upstream's at the 7th argument; that entry accepts both (tests/test_musa_backend.py).
+MATE_POSITIONAL_TAIL = {
+    "sageattn": [("qk_quant_gran", "per_thread"), ("qk_quant_dtype", "int8"), ("quant_recipe", None),
+                 ("smooth_k", True), ("fp8_output", False)],
+}
+
 # Entry points with the (q, k, v, ...) dense signature.
 DENSE = [n for n in UPSTREAM_NAMES if n != "sageattn_varlen"]
 CUDA_NAMED = ["sageattn_qk_int8_pv_fp16_cuda", "sageattn_qk_int8_pv_fp8_cuda",
@@ -182,21 +190,24 @@ def test_upstream_positional_order_and_defaults(name: str) -> None:
     assert len(params) > len(upstream), f"{name}: fewer parameters than upstream"
     got = [(p.name, p.default) for p in params[: len(upstream)]]
     assert got == upstream, f"{name}: upstream part of the signature differs:\n got {got}\nwant {upstream}"
+    # MATE's wrapper continues some upstream orders positionally (docs/CONTRACT.md §6)
+    upstream = upstream + MATE_POSITIONAL_TAIL.get(name, [])
+    got = [(p.name, p.default) for p in params[: len(upstream)]]
+    assert got == upstream, f"{name}: MATE's positional continuation differs:\n got {got}\nwant {upstream}"
     for p in params[: len(upstream)]:
         assert p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD, f"{name}: {p.name} is {p.kind}"
-    # extras of this package are keyword-only, and everything ends in **kwargs
+    # other extras of this package are keyword-only, and everything ends in **kwargs
     assert params[-1].kind is inspect.Parameter.VAR_KEYWORD, f"{name}: does not end in **kwargs"
     for p in params[len(upstream):-1]:
         assert p.kind is inspect.Parameter.KEYWORD_ONLY, f"{name}: extra {p.name} is not keyword-only"
 
 
-def test_sageattn_extras_keyword_only() -> None:
-    params = inspect.signature(sageattention.sageattn).parameters
-    for extra, default in (("qk_quant_gran", "per_thread"), ("qk_quant_dtype", "int8"),
-                           ("quant_recipe", None), ("smooth_k", True), ("fp8_output", False)):
-        assert extra in params, extra
-        assert params[extra].kind is inspect.Parameter.KEYWORD_ONLY, extra
-        assert params[extra].default == default, (extra, params[extra].default)
+def test_sageattn_extras_in_mate_order() -> None:
+    """MATE's wrapper takes its five options positionally after return_lse; upstream takes
+    nothing positional there, so following MATE's order breaks no upstream call."""
+    params = list(inspect.signature(sageattention.sageattn).parameters.values())
+    got = [(p.name, p.default, p.kind) for p in params[7:12]]
+    assert got == [(n, d, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n, d in MATE_POSITIONAL_TAIL["sageattn"]]
 
 
 def _positional_case(name: str, layout: str) -> tuple[tuple, dict]:
