@@ -92,7 +92,9 @@ def sageattn_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlen
     for name, m in (("max_seqlen_q", max_seqlen_q), ("max_seqlen_k", max_seqlen_k)):
         if isinstance(m, bool) or not isinstance(m, int) or m < 0:
             raise ValueError(f"{name}: expected a non-negative int, got {m!r}")
-    get_backend(q.device)  # a clear error for devices without a backend, before any work
+    backend = get_backend(q.device)  # a clear error for devices without a backend, before any work
+    if not backend.varlen:
+        raise NotImplementedError(f"sageattn_varlen: not supported by the {backend.name} backend ({backend.library})")
     scale = resolve_sm_scale(sm_scale, q.shape[2])
     out = _varlen_attention(q, k, v, cu_seqlens_q.cpu(), cu_seqlens_k.cpu(), int(max_seqlen_q),
                             int(max_seqlen_k), scale, bool(is_causal), bool(smooth_k))

@@ -13,6 +13,8 @@ AttentionResult = Union[torch.Tensor, Tuple[torch.Tensor, ...]]
 
 class Backend(Protocol):
     name: str
+    library: str  # what runs the kernels, for error messages
+    varlen: bool  # serves sageattn_varlen (packed sequences)
 
     def quantize_qk(self, q: torch.Tensor, k: torch.Tensor, *, quant_recipe: QuantRecipe,
                     qk_quant_dtype: str, smooth_k: bool) -> QuantizedQK: ...

@@ -15,6 +15,8 @@ RecipeArg = Union[QuantRecipe, ResolvedRecipe]
 
 class CpuBackend:
     name = "cpu"
+    library = "sageattention's C++ core"
+    varlen = True
 
     def quantize_qk(self, q: torch.Tensor, k: torch.Tensor, *, quant_recipe: RecipeArg,
                     qk_quant_dtype: str, smooth_k: bool) -> QuantizedQK:
