@@ -29,3 +29,28 @@ except ImportError:  # pragma: no cover
 @pytest.fixture(autouse=True)
 def _deterministic_torch() -> None:
     torch.manual_seed(0)
+
+
+FAKE_MATE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_mate")
+
+
+def _drop_mate_modules() -> None:
+    for name in [m for m in sys.modules if m == "mate" or m.startswith("mate.")]:
+        del sys.modules[name]
+
+
+@pytest.fixture
+def fake_mate(monkeypatch: pytest.MonkeyPatch):
+    """The contract-faithful fake MATE (tests/fake_mate) importable as `mate`, with
+    SAGEATTN_BACKEND=musa so every call, on CPU tensors, goes through the MUSA backend.
+    Yields the fake `mate.sage_attention_interface` module (its `calls` list records
+    each accepted call)."""
+    _drop_mate_modules()
+    monkeypatch.syspath_prepend(FAKE_MATE_DIR)
+    monkeypatch.setenv("SAGEATTN_BACKEND", "musa")
+    import mate.sage_attention_interface as iface
+
+    assert iface.__file__.startswith(FAKE_MATE_DIR), iface.__file__
+    iface.calls.clear()
+    yield iface
+    _drop_mate_modules()

@@ -1,63 +1,130 @@
-"""MUSA backend: delegates the attention kernel to MATE (Moore Threads).
+"""MUSA backend: the attention kernel is MATE's (Moore Threads), called as MATE documents it.
 
-MATE's low-level `mate.sage_attention_interface.sage_attn_quantized` takes the same call
-shape as our `ops.attention_quantized`, so the public API runs one code path on both
-backends. Quantization uses the portable torch quantizers on the device.
+MATE's low-level `mate.sage_attention_interface.sage_attn_quantized` takes pre-quantized
+(B, N, H, D) codes, fp32 scales in its own 4-D layouts (mate_layout.py), a float softmax
+scale and one of four recipes; it returns bf16 (or fp8 with a (B, N, H, 1) out_scale) and
+the LSE of the K it was given. This backend therefore:
+
+- quantizes with our own torch quantizers (RNE, docs/CONTRACT.md §2; bit-identical to the
+  C++ ones), which run on any device. fp16 inputs are quantized as fp16: MATE's kernel
+  only ever sees int8/fp8 codes and fp32 scales, so the bf16 conversion MATE's own wrapper
+  does first is not needed, and skipping it keeps fp16's three extra mantissa bits;
+- hands MATE the scales in MATE's layouts, and the recipe tuple by keyword;
+- casts MATE's bf16 output to the caller's dtype, lays outputs out as the caller asked;
+- adds the smoothing shift `sm_scale * q̂·mean_k` to the LSE, as the CPU core does
+  (docs/CONTRACT.md §3), since MATE's kernel returns the LSE of the smoothed K;
+- refuses what MATE's dense path lacks (attn_mask, 16-bit P·V, other token groupings,
+  head dims above 128) with NotImplementedError naming MATE. Varlen is refused upstream
+  of here (varlen.py).
+
+MATE's `sage_attn_quantized_with_kvcache` (paged KV cache) is not used: the brief keeps it
+out of scope.
 """
 from __future__ import annotations
 
 import importlib
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
-from .._recipes import QuantRecipe
+from .._recipes import QuantRecipe, ResolvedRecipe, as_resolved
 from .._types import QuantizedQK, QuantizedV, VQuantDType
-from . import torch_quant
+from . import mate_layout, torch_quant
 from .base import AttentionResult
+
+RecipeArg = Union[QuantRecipe, ResolvedRecipe]
+
+
+def _mate_recipe(quant_recipe: RecipeArg) -> ResolvedRecipe:
+    """The resolved recipe if MATE's dense kernel has it; NotImplementedError otherwise."""
+    recipe = quant_recipe.recipe if isinstance(quant_recipe, ResolvedRecipe) else tuple(quant_recipe)
+    if recipe in mate_layout.MATE_QUANT_MODES:
+        r = as_resolved(recipe)  # type: ignore[arg-type]
+        if not isinstance(quant_recipe, ResolvedRecipe) or quant_recipe == r:
+            return r
+    raise NotImplementedError(
+        "quant_recipe: this token grouping (e.g. qk_quant_gran='per_warp' or the Triton blocks) is not "
+        f"supported by the MATE backend; MATE supports {', '.join(map(str, mate_layout.MATE_QUANT_MODES))}"
+    )
+
+
+def _per_token_q_scale(q_scale: torch.Tensor, r: ResolvedRecipe, nq: int, hq: int) -> torch.Tensor:
+    """Our Q scale as one value per (b, head, token): (B|1, Hq|1, Nq)."""
+    if r.q.per_tensor:
+        return q_scale.reshape(1, 1, 1)
+    gi = torch_quant.group_index(nq, r.q, q_scale.device)
+    return q_scale.index_select(2, gi)
+
+
+def _smoothing_shift(q: torch.Tensor, q_scale: torch.Tensor, k_mean: torch.Tensor, r: ResolvedRecipe,
+                     sm_scale: float) -> torch.Tensor:
+    """sm_scale · q̂_i·mean_k per (b, q head, token), the score shift that K smoothing
+    removed: the same product, in the same order, as the CPU core's LSE correction."""
+    _, nq, hq, _ = q.shape
+    mean = k_mean.float().repeat_interleave(hq // k_mean.shape[1], dim=1)  # (B, Hq, D)
+    acc = (q.float().permute(0, 2, 1, 3) * mean[:, :, None, :]).sum(dim=-1)  # (B, Hq, Nq)
+    return (sm_scale * _per_token_q_scale(q_scale.float(), r, nq, hq)) * acc
 
 
 class MusaBackend:
     name = "musa"
+    library = "MATE, whose quantized kernels have no varlen path"
+    varlen = False
 
     def _mate(self):
         return importlib.import_module("mate.sage_attention_interface")
 
-    def quantize_qk(self, q: torch.Tensor, k: torch.Tensor, *, quant_recipe: QuantRecipe,
+    def quantize_qk(self, q: torch.Tensor, k: torch.Tensor, *, quant_recipe: RecipeArg,
                     qk_quant_dtype: str, smooth_k: bool) -> QuantizedQK:
-        return torch_quant.quantize_qk(q, k, quant_recipe=quant_recipe, qk_quant_dtype=qk_quant_dtype,
-                                       smooth_k=smooth_k)
+        return torch_quant.quantize_qk(q, k, quant_recipe=_mate_recipe(quant_recipe),
+                                       qk_quant_dtype=qk_quant_dtype, smooth_k=smooth_k)
 
-    def quantize_v(self, v: torch.Tensor, *, quant_recipe: QuantRecipe, dtype: VQuantDType = "fp8") -> QuantizedV:
+    def quantize_v(self, v: torch.Tensor, *, quant_recipe: RecipeArg, dtype: VQuantDType = "fp8") -> QuantizedV:
         if dtype != "fp8":
             raise NotImplementedError(f"dtype: V quantized to {dtype} (the int8 P·V mode) is CPU-only; "
                                       "the musa backend (MATE) runs fp8 P·V")
-        return torch_quant.quantize_v(v, quant_recipe=quant_recipe)
+        return torch_quant.quantize_v(v, quant_recipe=_mate_recipe(quant_recipe))
 
     def attention_quantized(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                             q_scale: torch.Tensor, k_scale: torch.Tensor, v_scale: Optional[torch.Tensor],
-                            softmax_scale: float, causal: bool, quant_recipe: QuantRecipe,
+                            softmax_scale: float, causal: bool, quant_recipe: RecipeArg,
                             return_lse: bool, fp8_output: bool, *,
                             k_mean: Optional[torch.Tensor], out_dtype: torch.dtype,
                             out: Optional[torch.Tensor] = None, out_scale: Optional[torch.Tensor] = None,
                             attn_mask: Optional[torch.Tensor] = None, out_hnd: bool = False) -> AttentionResult:
         if attn_mask is not None:
-            raise NotImplementedError("attn_mask: not supported by the MATE backend")
+            raise NotImplementedError("attn_mask: not supported by the MATE backend (MATE has no masked kernel)")
         if v_scale is None:
             raise NotImplementedError("v: 16-bit P·V variants are not supported by the MATE backend")
+        r = _mate_recipe(quant_recipe)
+        for name, t in (("q", q), ("v", v)):
+            if t.shape[-1] > mate_layout.MATE_MAX_HEAD_DIM:
+                raise NotImplementedError(
+                    f"{name}: head dim {t.shape[-1]} is above MATE's maximum of {mate_layout.MATE_MAX_HEAD_DIM}"
+                )
+        v_mate = mate_layout.channel_scale(v_scale) if r.v_per_channel else mate_layout.token_scale(v_scale)
         result = self._mate().sage_attn_quantized(
-            q, k, v, q_scale, k_scale, v_scale, softmax_scale, causal, quant_recipe, return_lse, fp8_output
+            q=q, k=k, v=v,
+            q_scale=mate_layout.token_scale(q_scale), k_scale=mate_layout.token_scale(k_scale), v_scale=v_mate,
+            softmax_scale=float(softmax_scale), causal=bool(causal), quant_recipe=r.recipe,
+            return_lse=bool(return_lse), fp8_output=bool(fp8_output),
         )
-        if out_hnd:  # MATE returns (B, N, H, D) like our low-level API; give the caller HND
-            parts = result if isinstance(result, tuple) else (result,)
-            n_layout = 2 if fp8_output else 1
-            parts = tuple(t.transpose(1, 2) if i < n_layout else t for i, t in enumerate(parts))
-            result = parts if isinstance(result, tuple) else parts[0]
-        if out is not None:  # honour a caller-provided buffer
-            first = result[0] if isinstance(result, tuple) else result
-            out.copy_(first)
-            if fp8_output and out_scale is not None:
-                out_scale.copy_(result[1])
-                return (out, out_scale, *result[2:])
-            return (out, *result[1:]) if isinstance(result, tuple) else out
-        return result
+        parts = list(result) if isinstance(result, tuple) else [result]
+        o = parts[0] if fp8_output else parts[0].to(out_dtype)
+        o_scale = parts[1] if fp8_output else None
+        lse = parts[-1] if return_lse else None
+        if lse is not None and k_mean is not None:
+            lse = lse + _smoothing_shift(q, q_scale, k_mean, r, float(softmax_scale))
+        if out_hnd:  # MATE returns (B, N, H, ·); the caller gets (B, H, N, ·), contiguous as on CPU
+            o = o.transpose(1, 2).contiguous()
+            o_scale = o_scale.transpose(1, 2).contiguous() if o_scale is not None else None
+        if out is not None:  # a caller-provided buffer of the same shape
+            out.copy_(o)
+            o = out
+        if o_scale is not None and out_scale is not None:
+            out_scale.copy_(o_scale)
+            o_scale = out_scale
+        head = (o, o_scale) if o_scale is not None else (o,)
+        tail = (lse,) if lse is not None else ()
+        both = head + tail
+        return both if len(both) > 1 else both[0]

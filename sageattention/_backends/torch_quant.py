@@ -4,17 +4,17 @@ tests check the two agree bit for bit.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
-from .._recipes import Grouping, QuantRecipe, resolve
+from .._recipes import Grouping, QuantRecipe, ResolvedRecipe, as_resolved
 from .._types import QuantizedQK, QuantizedV
 
 _QMAX = {"int8": 127.0, "fp8": 448.0}
 
 
-def _group_index(n: int, g: Grouping, device: torch.device) -> torch.Tensor:
+def group_index(n: int, g: Grouping, device: torch.device) -> torch.Tensor:
     idx = torch.arange(n, device=device)
     if g.block <= 0:
         return torch.zeros(n, dtype=torch.long, device=device)
@@ -39,7 +39,7 @@ def quantize_tokens(x: torch.Tensor, g: Grouping, qk_dtype: str,
         amax = xf.abs().amax() if xf.numel() else torch.zeros((), device=x.device)
         scale = (amax.clamp_min(1e-12) / qmax).reshape(1, 1, 1)
         return _encode(xf / scale, qk_dtype), scale.float()
-    gi = _group_index(n, g, x.device)
+    gi = group_index(n, g, x.device)
     ng = g.num_groups(n)
     tok_amax = xf.abs().amax(dim=3).permute(0, 2, 1)  # (B, H, N)
     amax = torch.zeros((b, h, ng), dtype=torch.float32, device=x.device)
@@ -49,9 +49,9 @@ def quantize_tokens(x: torch.Tensor, g: Grouping, qk_dtype: str,
     return _encode(xf / tok_scale, qk_dtype), scale
 
 
-def quantize_qk(q: torch.Tensor, k: torch.Tensor, *, quant_recipe: QuantRecipe, qk_quant_dtype: str,
+def quantize_qk(q: torch.Tensor, k: torch.Tensor, *, quant_recipe: Union[QuantRecipe, ResolvedRecipe], qk_quant_dtype: str,
                 smooth_k: bool) -> QuantizedQK:
-    r = resolve(quant_recipe)
+    r = as_resolved(quant_recipe)
     k_mean = None
     if smooth_k:
         n = k.shape[1]
@@ -61,8 +61,8 @@ def quantize_qk(q: torch.Tensor, k: torch.Tensor, *, quant_recipe: QuantRecipe, 
     return QuantizedQK(q_codes, q_scale, k_codes, k_scale, k_mean)
 
 
-def quantize_v(v: torch.Tensor, *, quant_recipe: QuantRecipe) -> QuantizedV:
-    r = resolve(quant_recipe)
+def quantize_v(v: torch.Tensor, *, quant_recipe: Union[QuantRecipe, ResolvedRecipe]) -> QuantizedV:
+    r = as_resolved(quant_recipe)
     if not r.v_per_channel:
         codes, scale = quantize_tokens(v, r.v, "fp8")
         return QuantizedV(codes, scale)
