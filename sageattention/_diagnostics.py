@@ -58,7 +58,7 @@ def env_report() -> List[Tuple[str, str]]:
         ("platform", platform.platform()),
         ("cpu", _cpu_model()),
         ("cpu flags", _cpu_flags()),
-        ("isa available", ", ".join(n for n in ("avx512", "avx2", "scalar") if _lib.cpu_isa_available(n))),
+        ("isa available", ", ".join(n for n in _lib.cpu_isa_names() if _lib.cpu_isa_available(n))),
         ("isa in use", _lib.cpu_isa()),
         ("threads", str(torch.get_num_threads())),
         ("backends", ", ".join(available_backends())),

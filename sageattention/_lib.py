@@ -51,14 +51,20 @@ def module() -> Any:
 
 
 def cpu_isa() -> str:
-    """The SIMD path the CPU kernels use now: 'avx512', 'avx2' or 'scalar'."""
+    """The SIMD path the CPU kernels use now: one of cpu_isa_names()."""
     return str(module().cpu_isa())
 
 
+def cpu_isa_names() -> list[str]:
+    """Every SIMD path this build contains, most capable first (the core's ISA table)."""
+    return [str(n) for n in module().cpu_isa_names()]
+
+
 def set_cpu_isa(name: str) -> None:
-    """Force a SIMD path ('scalar', 'avx2', 'avx512') or return to 'auto'."""
+    """Force a SIMD path (one of cpu_isa_names()) or return to 'auto'."""
     module().set_cpu_isa(name)
 
 
 def cpu_isa_available(name: str) -> bool:
+    """Whether this build has the path `name` and this CPU can execute it."""
     return bool(module().cpu_isa_available(name))

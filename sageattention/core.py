@@ -16,6 +16,7 @@ import torch
 from ._backends import get_backend
 from ._grad import guard_forward_only
 from ._masks import prepare_mask
+from ._pv import PvMode
 from ._recipes import TRITON_BLOCKS, ResolvedRecipe, resolve, resolve_named
 from ._validate import check_qk_quant_dtype, check_qkv, resolve_sm_scale, to_nhd
 from .varlen import sageattn_varlen
@@ -38,7 +39,7 @@ class _Plan:
 
     recipe: ResolvedRecipe
     qk_dtype: str = "int8"
-    pv_fp16: bool = False  # P and V in 16 bits (upstream's pv_fp16 variants)
+    pv_mode: PvMode = PvMode.FP8
     smooth_k: bool = True
     smooth_v: bool = False
     fp8_output: bool = False
@@ -85,7 +86,7 @@ def _run(q: Any, k: Any, v: Any, tensor_layout: Any, is_causal: bool, sm_scale: 
     want_lse = bool(return_lse) or v_mean is not None  # smooth_v needs to know empty rows
     qq = backend.quantize_qk(qn, kn, quant_recipe=plan.recipe, qk_quant_dtype=plan.qk_dtype,
                              smooth_k=plan.smooth_k)
-    if plan.pv_fp16:
+    if not plan.pv_mode.quantizes_v:
         v_codes, v_scale = vn, None
     else:
         v_codes, v_scale = backend.quantize_v(vn, quant_recipe=plan.recipe)
@@ -283,7 +284,7 @@ def sageattn_qk_int8_pv_fp16_cuda(q, k, v, tensor_layout="HND", is_causal=False,
     pv_accum_dtype: "fp16", "fp16+fp32" or "fp32"; smooth_v is honoured with "fp16+fp32",
     as upstream does, and ignored otherwise."""
     _check_choice(pv_accum_dtype, ("fp16", "fp16+fp32", "fp32"), "pv_accum_dtype")
-    plan = _Plan(resolve_named(qk_quant_gran), "int8", pv_fp16=True, smooth_k=bool(smooth_k),
+    plan = _Plan(resolve_named(qk_quant_gran), "int8", pv_mode=PvMode.HALF, smooth_k=bool(smooth_k),
                  smooth_v=bool(smooth_v) and pv_accum_dtype == "fp16+fp32")
     return _run(q, k, v, tensor_layout, is_causal, sm_scale, return_lse, plan, attn_mask, kwargs)
 
@@ -295,5 +296,5 @@ def sageattn_qk_int8_pv_fp16_triton(q, k, v, tensor_layout="HND", quantization_b
     P and V in 16 bits. `quantization_backend` ("triton" or "cuda") only names where
     upstream quantizes; here the C++ core always does."""
     _check_choice(quantization_backend, ("triton", "cuda"), "quantization_backend")
-    plan = _Plan(TRITON_BLOCKS, "int8", pv_fp16=True, smooth_k=bool(smooth_k))
+    plan = _Plan(TRITON_BLOCKS, "int8", pv_mode=PvMode.HALF, smooth_k=bool(smooth_k))
     return _run(q, k, v, tensor_layout, is_causal, sm_scale, return_lse, plan, attn_mask, kwargs)

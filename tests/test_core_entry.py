@@ -9,7 +9,7 @@ Signatures (csrc/ffi/bindings.cc):
     quantize_tokens(x, codes, scale, block, groups, stride, per_tensor, fp8, mean, num_threads)
     channel_mean(x, mean, num_threads)
     quantize_channels(x, codes, scale, fp8, num_threads)
-    attention_forward(q, k, v, q_scale, k_scale, v_scale, groupings[9], v_mode, qk_fp8,
+    attention_forward(q, k, v, q_scale, k_scale, v_scale, groupings[9], pv_mode, v_scale_mode, qk_fp8,
                       k_mean, mask, sm_scale, causal, out, out_scale, lse, num_threads)
 
 Negative strides cannot be produced through torch's DLPack export, so they are covered by
@@ -260,7 +260,7 @@ def _quantize_direct(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> dict[
 def _attn_defaults() -> dict[str, Any]:
     c = _quantize_direct(_randn((AB, NQ, HQ, AD), 11), _randn((AB, NK, HKV, AD), 12), _randn((AB, NK, HKV, AD), 13))
     return {"q": c["q"], "k": c["k"], "v": c["v"], "q_scale": c["q_scale"], "k_scale": c["k_scale"], "v_scale": c["v_scale"],
-                "groupings": list(GROUPINGS), "v_mode": 0, "qk_fp8": False, "k_mean": c["k_mean"], "mask": None, "sm_scale": 0.125,
+                "groupings": list(GROUPINGS), "pv_mode": 0, "v_scale_mode": 0, "qk_fp8": False, "k_mean": c["k_mean"], "mask": None, "sm_scale": 0.125,
                 "causal": False, "out": torch.empty(AB, NQ, HQ, AD, dtype=BF16), "out_scale": None,
                 "lse": torch.empty(AB, HQ, NQ), "num_threads": 2}
 
@@ -295,14 +295,18 @@ add("af_ok", None, "", af())
 add("af_groupings_8", "ValueError", r"groupings", af(groupings=GROUPINGS[:8]))
 add("af_groupings_empty", "ValueError", r"groupings", af(groupings=[]))
 add("af_groupings_float", "TypeError", r"argument #6|groupings", af(groupings=[1.5] * 9))
-add("af_v_mode_3", "ValueError", r"v_mode", af(v_mode=3))
-add("af_v_mode_negative", "ValueError", r"v_mode", af(v_mode=-1))
+add("af_pv_mode_3", "ValueError", r"pv_mode", af(pv_mode=3))
+add("af_pv_mode_negative", "ValueError", r"pv_mode", af(pv_mode=-1))
+add("af_v_scale_mode_2", "ValueError", r"v_scale_mode", af(v_scale_mode=2))
+add("af_v_scale_mode_negative", "ValueError", r"v_scale_mode", af(v_scale_mode=-1))
+add("af_pv_mode_fp8_with_half_v", "TypeError", r"\bv\b.*bfloat16", af(v=_randn((AB, NK, HKV, AD), 1)))
+add("af_pv_mode_int8_with_fp8_v", "TypeError", r"\bv\b.*float8", af(pv_mode=2))
 add("af_qk_fp8_with_int8_codes", "TypeError", r"\bq\b.*int8", af(qk_fp8=True))
 add("af_q_bf16", "TypeError", r"\bq\b.*bfloat16", af(q=_randn((AB, NQ, HQ, AD), 1)))
 add("af_k_fp8_with_int8_q", "TypeError", r"\bk\b.*float8", af(k=lambda k: k.to(FP8)))
 add("af_v_int8", "TypeError", r"\bv\b.*int8", af(v=lambda v: v.view(I8)))
 add("af_v_half_in_fp8_mode", "TypeError", r"\bv\b.*bfloat16", af(v=_randn((AB, NK, HKV, AD), 1)))
-add("af_v_half_mode_ok", None, "", af(v=_randn((AB, NK, HKV, AD), 1), v_mode=2, v_scale=None))
+add("af_v_half_mode_ok", None, "", af(v=_randn((AB, NK, HKV, AD), 1), pv_mode=1, v_scale=None))
 add("af_q_3d", "ValueError", r"\bq\b.*4-D", af(q=lambda q: q[0]))
 add("af_q_meta", "RuntimeError", r"meta", af(q=_meta))
 add("af_k_batch", "ValueError", r"\bk\b.*shape", af(k=lambda k: torch.cat([k, k])))
@@ -330,7 +334,7 @@ add("af_k_scale_groups", "ValueError", r"k_scale", af(k_scale=lambda s: s[..., :
 add("af_k_scale_i8", "TypeError", r"k_scale.*int8", af(k_scale=lambda s: s.to(I8)))
 add("af_v_scale_missing", "ValueError", r"v_scale", af(v_scale=None))
 add("af_v_scale_channels", "ValueError", r"v_scale", af(v_scale=torch.ones(AB, HKV, AD + 1)))
-add("af_v_scale_per_token_mismatch", "ValueError", r"v_scale", af(v_mode=1))
+add("af_v_scale_per_token_mismatch", "ValueError", r"v_scale", af(v_scale_mode=1))
 add("af_k_mean_shape", "ValueError", r"k_mean", af(k_mean=torch.zeros(AB, HKV, AD + 1)))
 add("af_k_mean_f64", "TypeError", r"k_mean", af(k_mean=lambda m: m.double()))
 add("af_k_mean_4d", "ValueError", r"k_mean.*3-D", af(k_mean=lambda m: m[None]))
@@ -365,7 +369,7 @@ add("af_groups_0", "ValueError", r"groups", af(groupings=[128, 1, 128, 128, 0, 8
 add("af_k_groups_overflow", "ValueError", r"k_scale|groups|block|grouping",
     af(groupings=[128, 1, 128, 128, 2 ** 62, 8, -1, 1, 0], k_scale=torch.ones(AB, HKV, 0)))
 add("af_v_groups_overflow", "ValueError", r"v_scale|groups|block|grouping",
-    af(groupings=[128, 1, 128, 128, 8, 8, 128, 2 ** 62, 1], v_mode=1, v_scale=torch.ones(AB, HKV, 0)))
+    af(groupings=[128, 1, 128, 128, 8, 8, 128, 2 ** 62, 1], v_scale_mode=1, v_scale=torch.ones(AB, HKV, 0)))
 add("af_q_block_max_int64", "ValueError", r"q_scale|groups|block|grouping",
     af(groupings=[2 ** 63 - 1, 1, 0, 128, 8, 8, -1, 1, 0], q_scale=torch.ones(AB, HQ, 0)))
 add("af_k_block_max_int64", "ValueError", r"k_scale|groups|block|grouping",

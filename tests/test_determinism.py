@@ -118,8 +118,8 @@ def test_core_num_threads_1_to_8_bitwise() -> None:
         vc, vs = torch.empty(k.shape, dtype=torch.float8_e4m3fn), torch.empty(2, 3, 96)
         M.quantize_channels(k, vc, vs, True, n)
         out, lse = torch.empty(2, 700, 3, 96, dtype=BF16), torch.empty(2, 3, 700)
-        M.attention_forward(codes, kc, vc, scale, ks, vs, [128, 1, 128, 128, 8, 8, -1, 1, 0], 0, False, mean, None,
-                            0.1, True, out, None, lse, n)
+        M.attention_forward(codes, kc, vc, scale, ks, vs, [128, 1, 128, 128, 8, 8, -1, 1, 0], 0, 0, False, mean,
+                            None, 0.1, True, out, None, lse, n)
         outs[n] = [codes, scale, mean, kc, ks, tc.view(torch.uint8), ts, vc.view(torch.uint8), vs, out, lse]
     for n, got in outs.items():
         for i, (a, b) in enumerate(zip(got, outs[1])):
@@ -133,7 +133,7 @@ def test_isa_switch_round_trip_bitwise() -> None:
     start = _lib.cpu_isa()
     first = sageattn(q, k, v, return_lse=True)
     try:
-        for isa in ("scalar", "avx2", "avx512"):
+        for isa in _lib.cpu_isa_names():
             if _lib.cpu_isa_available(isa):
                 _lib.set_cpu_isa(isa)
                 sageattn(q, k, v, return_lse=True)

@@ -1,7 +1,7 @@
 """Attention ISA paths: every SIMD path of the CPU core agrees with the scalar path.
 
-For each path in ("scalar", "avx2", "avx512") that this CPU and build can run (others are
-skipped, saying what the CPU lacks), forced with ``sageattention._lib.set_cpu_isa``:
+For each path of the core's ISA table (``_lib.cpu_isa_names()``) that this CPU can run
+(others are skipped, saying what the CPU lacks), forced with ``sageattention._lib.set_cpu_isa``:
 
 - the codes, scales and K means of ``ops.quantize_qk`` / ``ops.quantize_v`` are
   bitwise equal to the scalar path's;
@@ -17,6 +17,7 @@ with fully masked rows. The SIMD tile kernels are tested tile by tile in tests/c
 
 from __future__ import annotations
 
+import os
 from typing import Dict, Tuple
 
 import pytest
@@ -26,7 +27,7 @@ import sageattention.ops as ops
 import sageattention._lib as _lib
 import sageattention
 
-ISAS = ("scalar", "avx2", "avx512")
+ISAS = tuple(reversed(_lib.cpu_isa_names()))  # scalar first
 _SKIP_REASON = {
     "avx2": "CPU lacks AVX2 (FMA+F16C), or this build has no x86 kernels",
     "avx512": "CPU lacks AVX-512 (VNNI+BF16), or this build has no x86 kernels",
@@ -172,3 +173,38 @@ def test_fully_masked_rows(isa: str) -> None:
     assert bool(torch.isneginf(lse[dead]).all())
     _assert_close_out(out, want_out, 1e-3, f"masked attention ({isa})")
     _assert_close_lse(lse, want_lse)
+
+
+def test_isa_table_names_and_override() -> None:
+    """The core's one ISA table: listed most capable first, scalar always there and last,
+    every available name can be forced, unknown or unavailable names raise ValueError."""
+    names = _lib.cpu_isa_names()
+    assert names and names[-1] == "scalar" and len(set(names)) == len(names)
+    assert _lib.cpu_isa_available("scalar")
+    assert not _lib.cpu_isa_available("sse9")
+    try:
+        for name in names:
+            if _lib.cpu_isa_available(name):
+                _lib.set_cpu_isa(name)
+                assert _lib.cpu_isa() == name
+            else:
+                with pytest.raises(ValueError, match="not available"):
+                    _lib.set_cpu_isa(name)
+        with pytest.raises(ValueError, match="unknown ISA 'sse9'.*scalar"):
+            _lib.set_cpu_isa("sse9")
+        _lib.set_cpu_isa("auto")
+        assert _lib.cpu_isa() == next(n for n in names if _lib.cpu_isa_available(n))
+    finally:
+        _lib.set_cpu_isa(os.environ.get("SAGEATTN_CPU_ISA") or "auto")
+
+
+def test_pv_mode_of_v_dtype() -> None:
+    from sageattention._pv import PvMode, pv_mode_of_v
+
+    assert pv_mode_of_v(torch.empty(1, dtype=torch.float8_e4m3fn)) is PvMode.FP8
+    assert pv_mode_of_v(torch.empty(1, dtype=torch.bfloat16)) is PvMode.HALF
+    assert pv_mode_of_v(torch.empty(1, dtype=torch.float16)) is PvMode.HALF
+    assert pv_mode_of_v(torch.empty(1, dtype=torch.int8)) is PvMode.INT8
+    assert [m.ffi_code for m in PvMode] == [0, 1, 2]  # sageattn::PvMode
+    with pytest.raises(TypeError, match=r"\bv\b.*float32"):
+        pv_mode_of_v(torch.empty(1, dtype=torch.float32))

@@ -42,7 +42,7 @@ def _cpu_flags() -> set:
 
 
 def _skip_reason(isa: str) -> str:
-    missing = [f for f in _ISA_FLAGS[isa] if f not in _cpu_flags()]
+    missing = [f for f in _ISA_FLAGS.get(isa, []) if f not in _cpu_flags()]
     if missing:
         return f"{isa} quantizer path not runnable: CPU lacks {', '.join(missing)}"
     return f"{isa} quantizer path not available (CPU features unknown, or not an x86 build)"
@@ -50,7 +50,7 @@ def _skip_reason(isa: str) -> str:
 
 def _isa_params() -> List:
     params = []
-    for isa in ("avx2", "avx512"):
+    for isa in (n for n in _lib.cpu_isa_names() if n != "scalar"):
         try:
             available = _lib.cpu_isa_available(isa)
         except Exception:  # library missing: importorskip above already covers ops

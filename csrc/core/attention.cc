@@ -29,13 +29,15 @@ struct Dims {
 
 // Per-thread working memory, sized once per call: nothing is allocated in the loop.
 struct Scratch {
-  std::vector<float> qbuf, kbuf, vbuf, s, o, m, l, alpha, row_scale, col_scale, v_scale;
+  std::vector<float> qbuf, kbuf, vbuf, s, p, p_scale, o, m, l, alpha, row_scale, col_scale, v_scale;
   explicit Scratch(const Dims& d) {
     const int64_t dmax = std::max<int64_t>(d.D, 1);
     qbuf.resize(kTileM * dmax + 64);
     kbuf.resize(kTileN * dmax + 64);
     vbuf.resize(kTileN * std::max<int64_t>(d.Dv, 1) + 64);
     s.resize(kTileM * kTileN);
+    p.resize(kTileM * kTileN);  // P in the mode's type: at most 4 bytes per element
+    p_scale.resize(kTileM);
     o.resize(kTileM * std::max<int64_t>(d.Dv, 1));
     m.resize(kTileM);
     l.resize(kTileM);
@@ -60,9 +62,13 @@ Dims validate(const AttentionArgs& a) {
     check_dtype(a.q, {DType::kFP8E4M3, DType::kU8}, "q");
     check_dtype(a.k, {DType::kFP8E4M3, DType::kU8}, "k");
   }
+  switch (a.pv_mode) {
+    case PvMode::kFp8: check_dtype(a.v, {DType::kFP8E4M3, DType::kU8}, "v"); break;
+    case PvMode::kHalf: check_dtype(a.v, {DType::kF16, DType::kBF16}, "v"); break;
+    case PvMode::kInt8: check_dtype(a.v, {DType::kI8}, "v"); break;
+    default: fail_value("pv_mode: expected 0 (fp8), 1 (16-bit) or 2 (int8)");
+  }
   const bool half_pv = a.pv_mode == PvMode::kHalf;
-  if (half_pv) check_dtype(a.v, {DType::kF16, DType::kBF16}, "v");
-  else check_dtype(a.v, {DType::kFP8E4M3, DType::kU8}, "v");
   Dims d{a.q.shape[0], a.q.shape[1], a.k.shape[1], a.q.shape[2], a.k.shape[2], a.q.shape[3],
          a.v.shape[3]};
   check_shape(a.k, {d.B, -1, -1, d.D}, "k");
@@ -92,8 +98,10 @@ Dims validate(const AttentionArgs& a) {
   check_scale(a.q_scale, d.B, d.Hq, a.q_grouping.num_groups(d.Nq), "q_scale");
   check_scale(a.k_scale, d.B, d.Hkv, a.k_grouping.num_groups(d.Nk), "k_scale");
   if (!half_pv) {
-    if (!a.v_scale) fail_value("v_scale: required for fp8 V");
-    if (a.v_mode == VScaleMode::kPerChannel) check_scale(*a.v_scale, d.B, d.Hkv, d.Dv, "v_scale");
+    if (!a.v_scale) fail_value("v_scale: required for quantized V");
+    if (a.v_scale_mode != VScaleMode::kPerChannel && a.v_scale_mode != VScaleMode::kPerToken)
+      fail_value("v_scale_mode: expected 0 (per channel) or 1 (per token group)");
+    if (a.v_scale_mode == VScaleMode::kPerChannel) check_scale(*a.v_scale, d.B, d.Hkv, d.Dv, "v_scale");
     else check_scale(*a.v_scale, d.B, d.Hkv, a.v_grouping.num_groups(d.Nk), "v_scale");
   }
 
@@ -189,23 +197,8 @@ float smoothing_shift(const AttentionArgs& a, int64_t b, int64_t i, int64_t hq, 
   return acc;
 }
 
-// 16-bit P·V (PvMode::kHalf): the TileOps softmax step with P rounded to fp16 instead of
-// fp8(448·p). A rarely used mode, so the portable version serves every ISA.
-void softmax_p16(float* s, int lds, int mq, int nk, float* m, float* l, float* alpha) {
-  online_softmax_rows(s, lds, mq, nk, m, l, alpha, [](float p) { return f16_to_f32(f32_to_f16(p)); });
-}
-
-void pack_v_half(const uint16_t* src, int64_t row_stride, int rows, int dv, bool bf16, float* dst) {
-  for (int r = 0; r < rows; ++r) {
-    for (int c = 0; c < dv; ++c) {
-      const uint16_t h = src[r * row_stride + c];
-      dst[static_cast<int64_t>(r) * dv + c] = bf16 ? bf16_to_f32(h) : f16_to_f32(h);
-    }
-  }
-}
-
 // One task: query rows [i0, i0 + mq) of head (b, hq), over all visible key tiles.
-void attend_tile(const AttentionArgs& a, const Dims& d, const TileOps& ops, Scratch& sc,
+void attend_tile(const AttentionArgs& a, const Dims& d, const TileOps& ops, const PvOps& pv, Scratch& sc,
                  int64_t b, int64_t hq, int64_t i0) {
   const int mq = static_cast<int>(std::min<int64_t>(kTileM, d.Nq - i0));
   const int64_t hkv = hq / (d.Hq / d.Hkv);
@@ -220,12 +213,14 @@ void attend_tile(const AttentionArgs& a, const Dims& d, const TileOps& ops, Scra
     sc.l[i] = 0.0f;
   }
   std::fill(sc.o.begin(), sc.o.begin() + static_cast<int64_t>(mq) * Dv, 0.0f);
-  const bool half_pv = a.pv_mode == PvMode::kHalf;
-  const bool v_per_channel = a.v_mode == VScaleMode::kPerChannel;
-  if (!half_pv && v_per_channel) {
+  // V's scale, if V has one: folded into the packed V, or applied after the dot (per
+  // key tile for token groups, per output element at the end for channels).
+  const bool v_scaled = a.pv_mode != PvMode::kHalf;
+  const bool v_per_channel = v_scaled && a.v_scale_mode == VScaleMode::kPerChannel;
+  const bool v_per_token = v_scaled && !v_per_channel;
+  if (v_per_channel) {
     for (int c = 0; c < Dv; ++c) sc.v_scale[c] = scale3(*a.v_scale, b, hkv, c);
   }
-  const float p_unit = half_pv ? 1.0f : kFp8Max;  // P is stored as 448·p in fp8 mode
 
   const int64_t kend = a.causal ? std::min<int64_t>(d.Nk, i0 + mq) : d.Nk;
   const uint8_t* kbase = static_cast<const uint8_t*>(a.k.data) + b * a.k.stride[0] + hkv * a.k.stride[2];
@@ -244,27 +239,32 @@ void attend_tile(const AttentionArgs& a, const Dims& d, const TileOps& ops, Scra
     if (a.mask) {
       for (int i = 0; i < mq; ++i) apply_mask_row(*a.mask, b, hq, i0 + i, j0, nk, sc.s.data() + i * kTileN);
     }
-    if (half_pv) {
-      softmax_p16(sc.s.data(), kTileN, mq, nk, sc.m.data(), sc.l.data(), sc.alpha.data());
-      pack_v_half(reinterpret_cast<const uint16_t*>(vbase + j0 * a.v.stride[1] * v_elem), a.v.stride[1], nk, Dv,
-                  a.v.dtype == DType::kBF16, sc.vbuf.data());
-    } else {
-      ops.softmax(sc.s.data(), kTileN, mq, nk, sc.m.data(), sc.l.data(), sc.alpha.data());
-      if (!v_per_channel) {
-        for (int j = 0; j < nk; ++j) sc.col_scale[j] = scale3(*a.v_scale, b, hkv, a.v_grouping.group_of(j0 + j, d.Nk));
-      }
-      ops.pack_v(vbase + j0 * a.v.stride[1], a.v.stride[1], nk, Dv,
-                 v_per_channel ? sc.v_scale.data() : nullptr,
-                 v_per_channel ? nullptr : sc.col_scale.data(), sc.vbuf.data());
+    pv.softmax(sc.s.data(), kTileN, mq, nk, sc.m.data(), sc.l.data(), sc.alpha.data(), sc.p.data(), kTileN,
+               sc.p_scale.data());
+    const float* channel_scale = v_per_channel && !pv.v_scale_after_dot ? sc.v_scale.data() : nullptr;
+    const float* row_scale = nullptr;
+    float tile_scale = 1.0f;
+    if (v_per_token) {
+      for (int j = 0; j < nk; ++j) sc.col_scale[j] = scale3(*a.v_scale, b, hkv, a.v_grouping.group_of(j0 + j, d.Nk));
+      if (pv.v_scale_after_dot) tile_scale = sc.col_scale[0];  // one group per key tile (checked per call)
+      else row_scale = sc.col_scale.data();
     }
-    ops.pv(sc.s.data(), kTileN, sc.vbuf.data(), mq, nk, Dv, sc.alpha.data(), sc.o.data(), Dv);
+    pv.pack_v(vbase + j0 * a.v.stride[1] * v_elem, a.v.stride[1], a.v.dtype, nk, Dv, channel_scale, row_scale,
+              sc.vbuf.data());
+    pv.pv(sc.p.data(), kTileN, sc.p_scale.data(), sc.vbuf.data(), mq, nk, Dv, sc.alpha.data(), tile_scale,
+          sc.o.data(), Dv);
   }
+  const bool scale_channels_now = v_per_channel && pv.v_scale_after_dot;
 
   for (int i = 0; i < mq; ++i) {
     float* orow = sc.o.data() + static_cast<int64_t>(i) * Dv;
     const bool empty = sc.m[i] == kNegInf;
-    const float inv = empty ? 0.0f : 1.0f / (p_unit * sc.l[i]);
-    for (int c = 0; c < Dv; ++c) orow[c] = empty ? 0.0f : orow[c] * inv;
+    const float inv = empty ? 0.0f : 1.0f / (pv.p_unit * sc.l[i]);
+    if (scale_channels_now) {
+      for (int c = 0; c < Dv; ++c) orow[c] = empty ? 0.0f : orow[c] * sc.v_scale[c] * inv;
+    } else {
+      for (int c = 0; c < Dv; ++c) orow[c] = empty ? 0.0f : orow[c] * inv;
+    }
     store_out_row(a, b, i0 + i, hq, orow, Dv);
     if (a.lse) {
       float lse = kNegInf;
@@ -281,12 +281,31 @@ void attend_tile(const AttentionArgs& a, const Dims& d, const TileOps& ops, Scra
   }
 }
 
+// The P·V kernels of this call, chosen once from the ISA's table by the P·V mode.
+const PvOps& select_pv_ops(const AttentionArgs& a, const Dims& d, const TileOps& ops, Isa isa) {
+  const PvOps& pv = ops.pv_ops(a.pv_mode);
+  if (!pv.built()) {
+    throw Error(ErrorKind::kNotImplemented, std::string("pv_mode: P·V mode ") +
+                                                std::to_string(static_cast<int>(a.pv_mode)) +
+                                                " is not built for the ISA '" + isa_name(isa) + "'");
+  }
+  if (pv.v_scale_after_dot && a.v_scale_mode == VScaleMode::kPerToken &&
+      !a.v_grouping.constant_over_tiles(d.Nk, kTileN)) {
+    throw Error(ErrorKind::kNotImplemented,
+                "v_grouping: this P·V mode applies V's scale once per key tile, so a V scale group must "
+                "not change inside a " + std::to_string(kTileN) + "-key tile");
+  }
+  return pv;
+}
+
 }  // namespace
 
 void attention_forward(const AttentionArgs& a) {
   const Dims d = validate(a);
   if (d.B == 0 || d.Nq == 0 || d.Hq == 0) return;
-  const TileOps& ops = tile_ops_for(active_isa());
+  const Isa isa = active_isa();
+  const TileOps& ops = tile_ops_for(isa);
+  const PvOps& pv = select_pv_ops(a, d, ops, isa);
   const int64_t q_tiles = (d.Nq + kTileM - 1) / kTileM;
   const int64_t heads = d.B * d.Hq;
   const int threads = std::max(1, a.num_threads);
@@ -298,7 +317,7 @@ void attention_forward(const AttentionArgs& a) {
   parallel_for(q_tiles * heads, threads, [&](int64_t task, int worker) {
     const int64_t tile = a.causal ? q_tiles - 1 - task / heads : task / heads;
     const int64_t bh = task % heads;
-    attend_tile(a, d, ops, scratch[worker], bh / d.Hq, bh % d.Hq, tile * kTileM);
+    attend_tile(a, d, ops, pv, scratch[worker], bh / d.Hq, bh % d.Hq, tile * kTileM);
   });
 }
 

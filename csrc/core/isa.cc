@@ -1,3 +1,4 @@
+// ISA choice over the table of csrc/core/isa_table.cc: lookup, override, best available.
 #include "sageattn/isa.h"
 
 #include <atomic>
@@ -9,43 +10,21 @@
 namespace sageattn {
 namespace {
 
-bool cpu_has_avx2() {
-#if defined(SAGEATTN_HAVE_X86_KERNELS)
-  __builtin_cpu_init();
-#if defined(__clang__) && __clang_major__ < 18
-  // Older clang rejects the "f16c" feature name; every AVX2 CPU has F16C.
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-         __builtin_cpu_supports("f16c");
-#endif
-#else
-  return false;
-#endif
-}
-
-bool cpu_has_avx512() {
-#if defined(SAGEATTN_HAVE_X86_KERNELS)
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-         __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bf16");
-#else
-  return false;
-#endif
+std::string known_names() {
+  std::string s;
+  for (const IsaInfo& e : isa_table()) s += std::string(e.name) + ", ";
+  return s + "or auto";
 }
 
 Isa parse_isa(const std::string& name) {
-  if (name == "scalar") return Isa::kScalar;
-  if (name == "avx2") return Isa::kAvx2;
-  if (name == "avx512") return Isa::kAvx512;
-  throw Error(ErrorKind::kValue, "SAGEATTN_CPU_ISA: unknown ISA '" + name +
-                                     "' (expected scalar, avx2, avx512 or auto)");
+  for (const IsaInfo& e : isa_table())
+    if (name == e.name) return e.isa;
+  throw Error(ErrorKind::kValue, "SAGEATTN_CPU_ISA: unknown ISA '" + name + "' (expected " + known_names() + ")");
 }
 
 Isa best_isa() {
-  if (isa_available(Isa::kAvx512)) return Isa::kAvx512;
-  if (isa_available(Isa::kAvx2)) return Isa::kAvx2;
+  for (const IsaInfo& e : isa_table())
+    if (e.available()) return e.isa;
   return Isa::kScalar;
 }
 
@@ -61,25 +40,32 @@ Isa checked(Isa isa) {
 std::atomic<int> g_override{-2};  // -2: not yet read from the environment
 std::mutex g_env_mutex;
 
+const IsaInfo* find(Isa isa) {
+  for (const IsaInfo& e : isa_table())
+    if (e.isa == isa) return &e;
+  return nullptr;
+}
+
 }  // namespace
 
+const IsaInfo& isa_info(Isa isa) {
+  const IsaInfo* e = find(isa);
+  if (!e) throw Error(ErrorKind::kValue, "ISA " + std::to_string(static_cast<int>(isa)) + " is not in this build");
+  return *e;
+}
+
 const char* isa_name(Isa isa) {
-  switch (isa) {
-    case Isa::kScalar: return "scalar";
-    case Isa::kAvx2: return "avx2";
-    case Isa::kAvx512: return "avx512";
-  }
-  return "unknown";
+  const IsaInfo* e = find(isa);
+  return e ? e->name : "unknown";
 }
 
 bool isa_available(Isa isa) {
-  switch (isa) {
-    case Isa::kScalar: return true;
-    case Isa::kAvx2: return cpu_has_avx2();
-    case Isa::kAvx512: return cpu_has_avx512();
-  }
-  return false;
+  const IsaInfo* e = find(isa);
+  return e != nullptr && e->available();
 }
+
+const TileOps& tile_ops_for(Isa isa) { return isa_info(isa).tile_ops(); }
+const QuantOps& quant_ops_for(Isa isa) { return isa_info(isa).quant_ops(); }
 
 void set_isa_override(const std::string& name) {
   if (name.empty() || name == "auto") {

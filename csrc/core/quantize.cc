@@ -26,16 +26,6 @@
 
 namespace sageattn {
 
-const QuantOps& quant_ops_for(Isa isa) {
-  switch (isa) {
-#if defined(SAGEATTN_HAVE_X86_KERNELS)
-    case Isa::kAvx2: return avx2_quant_ops();
-    case Isa::kAvx512: return avx512_quant_ops();
-#endif
-    default: return scalar_quant_ops();
-  }
-}
-
 namespace {
 
 using quant_detail::amax_step;

@@ -86,15 +86,19 @@ void quantize_channels(DLTensor* x, DLTensor* codes, DLTensor* scale, bool fp8, 
 }
 
 // Groupings travel as (block, groups, stride) triples.
-// v_mode: 0 = per-channel fp8 V, 1 = per-token fp8 V, 2 = 16-bit V with fp16 P (no v_scale).
+// pv_mode: sageattn::PvMode (0 = fp8 P·V, 1 = 16-bit V with fp16 P and no v_scale, 2 = int8).
+// v_scale_mode: sageattn::VScaleMode (0 = one scale per V channel, 1 = per token group).
 void attention_forward(DLTensor* q, DLTensor* k, DLTensor* v, DLTensor* q_scale, DLTensor* k_scale,
-                       Optional<DLTensor*> v_scale, tvm::ffi::Array<int64_t> groupings, int64_t v_mode,
-                       bool qk_fp8, Optional<DLTensor*> k_mean, Optional<DLTensor*> mask,
+                       Optional<DLTensor*> v_scale, tvm::ffi::Array<int64_t> groupings, int64_t pv_mode,
+                       int64_t v_scale_mode, bool qk_fp8, Optional<DLTensor*> k_mean, Optional<DLTensor*> mask,
                        double sm_scale, bool causal, DLTensor* out, Optional<DLTensor*> out_scale,
                        Optional<DLTensor*> lse, int64_t num_threads) {
   translate_errors([&] {
     if (groupings.size() != 9) throw Error(ErrorKind::kValue, "groupings: expected 9 integers");
-    if (v_mode < 0 || v_mode > 2) throw Error(ErrorKind::kValue, "v_mode: expected 0, 1 or 2");
+    if (pv_mode < 0 || pv_mode >= sageattn::kPvModeCount)
+      throw Error(ErrorKind::kValue, "pv_mode: expected 0 (fp8), 1 (16-bit) or 2 (int8)");
+    if (v_scale_mode < 0 || v_scale_mode > 1)
+      throw Error(ErrorKind::kValue, "v_scale_mode: expected 0 (per channel) or 1 (per token group)");
     sageattn::AttentionArgs a;
     a.q = sageattn::to_tensor_ref(q, "q");
     a.k = sageattn::to_tensor_ref(k, "k");
@@ -105,8 +109,8 @@ void attention_forward(DLTensor* q, DLTensor* k, DLTensor* v, DLTensor* q_scale,
     a.q_grouping = grouping(groupings[0], groupings[1], groupings[2]);
     a.k_grouping = grouping(groupings[3], groupings[4], groupings[5]);
     a.v_grouping = grouping(groupings[6], groupings[7], groupings[8]);
-    a.v_mode = v_mode == 1 ? sageattn::VScaleMode::kPerToken : sageattn::VScaleMode::kPerChannel;
-    a.pv_mode = v_mode == 2 ? sageattn::PvMode::kHalf : sageattn::PvMode::kFp8;
+    a.pv_mode = static_cast<sageattn::PvMode>(pv_mode);
+    a.v_scale_mode = static_cast<sageattn::VScaleMode>(v_scale_mode);
     a.qk_dtype = qdtype(qk_fp8);
     a.k_mean = sageattn::to_optional_ref(k_mean, "k_mean");
     a.mask = sageattn::to_optional_ref(mask, "attn_mask");
@@ -128,9 +132,16 @@ void set_cpu_isa(tvm::ffi::String name) {
   translate_errors([&] { sageattn::set_isa_override(std::string(name)); });
 }
 
+// Every ISA this build contains, most capable first (the table of csrc/core/isa_table.cc).
+tvm::ffi::Array<tvm::ffi::String> cpu_isa_names() {
+  tvm::ffi::Array<tvm::ffi::String> r;
+  for (const sageattn::IsaInfo& e : sageattn::isa_table()) r.push_back(tvm::ffi::String(e.name));
+  return r;
+}
+
 bool cpu_isa_available(tvm::ffi::String name) {
-  for (auto isa : {sageattn::Isa::kScalar, sageattn::Isa::kAvx2, sageattn::Isa::kAvx512}) {
-    if (std::string(name) == sageattn::isa_name(isa)) return sageattn::isa_available(isa);
+  for (const sageattn::IsaInfo& e : sageattn::isa_table()) {
+    if (std::string(name) == e.name) return e.available();
   }
   return false;
 }
@@ -143,4 +154,5 @@ TVM_FFI_DLL_EXPORT_TYPED_FUNC(quantize_channels, quantize_channels);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(attention_forward, attention_forward);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(cpu_isa, cpu_isa);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(set_cpu_isa, set_cpu_isa);
+TVM_FFI_DLL_EXPORT_TYPED_FUNC(cpu_isa_names, cpu_isa_names);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(cpu_isa_available, cpu_isa_available);

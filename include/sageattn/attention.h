@@ -6,22 +6,21 @@
 #include "sageattn/grouping.h"
 #include "sageattn/quantize.h"
 #include "sageattn/tensor.h"
+#include "sageattn/tile_ops.h"
 
 namespace sageattn {
 
-enum class VScaleMode { kPerChannel, kPerToken };
-
-// How P·V runs: fp8 P (448·p) times fp8 V codes (SageAttention2), or P rounded to fp16
-// times unquantized 16-bit V (upstream's "pv_fp16" variants); fp32 accumulation in both.
-enum class PvMode { kFp8, kHalf };
+// V's scale: one per channel (B|1, Hkv|1, Dv) or one per token group (B|1, Hkv|1, G).
+// The integer values are the FFI's `v_scale_mode`. (PvMode: sageattn/tile_ops.h.)
+enum class VScaleMode { kPerChannel = 0, kPerToken = 1 };
 
 struct AttentionArgs {
   TensorRef q, k, v;                 // codes: (B,Nq,Hq,Dqk), (B,Nk,Hkv,Dqk), (B,Nk,Hkv,Dv)
   TensorRef q_scale, k_scale;        // (B|1, H|1, G) f32
   std::optional<TensorRef> v_scale;  // (B|1, Hkv|1, Dv) per channel, (B|1, Hkv|1, G) per
-                                     // token; absent in PvMode::kHalf (v is then f16/bf16)
+                                     // token; ignored in PvMode::kHalf (v is then f16/bf16)
   TokenGrouping q_grouping, k_grouping, v_grouping;
-  VScaleMode v_mode = VScaleMode::kPerChannel;
+  VScaleMode v_scale_mode = VScaleMode::kPerChannel;
   PvMode pv_mode = PvMode::kFp8;
   QuantDType qk_dtype = QuantDType::kInt8;
   std::optional<TensorRef> k_mean;   // (B, Hkv, Dqk) f32: LSE correction for smoothing

@@ -29,6 +29,13 @@ struct TokenGrouping {
     const int64_t b = effective_block(n_tokens);
     return (n / b) * groups + ((n % b) / effective_stride(n_tokens)) % groups;
   }
+  // Whether every aligned run of `tile` tokens [t·tile, (t+1)·tile) lies in one group.
+  bool constant_over_tiles(int64_t n_tokens, int64_t tile) const {
+    const int64_t b = effective_block(n_tokens), s = effective_stride(n_tokens);
+    const bool blocks_ok = b % tile == 0 || b >= n_tokens;
+    const bool groups_ok = groups == 1 || s % tile == 0 || s >= b;
+    return blocks_ok && groups_ok;
+  }
 };
 
 }  // namespace sageattn

@@ -8,28 +8,29 @@
 namespace sageattn {
 
 // In log2 units: m (row max) and l (row sum of the unquantized p) are updated, alpha[i] =
-// exp2(m_old - m_new), and s is overwritten with round_p(exp2(s - m_new)). A row whose max
+// exp2(m_old - m_new), and p (row i at p + i*ldp) gets round_p(exp2(s - m_new)); p may be s. A row whose max
 // is still -inf gets p = 0 and alpha = 1; a NaN score makes the whole row NaN.
 template <class RoundP>
-inline void online_softmax_rows(float* s, int lds, int mq, int nk, float* m, float* l, float* alpha,
-                                RoundP round_p) {
+inline void online_softmax_rows(const float* s, int lds, int mq, int nk, float* m, float* l, float* alpha,
+                                float* p, int ldp, RoundP round_p) {
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   for (int i = 0; i < mq; ++i) {
-    float* row = s + static_cast<int64_t>(i) * lds;
+    const float* row = s + static_cast<int64_t>(i) * lds;
+    float* prow = p + static_cast<int64_t>(i) * ldp;
     float mx = kNegInf;
     for (int j = 0; j < nk; ++j) mx = (row[j] > mx || row[j] != row[j]) ? row[j] : mx;
     const float m_new = (mx != mx || mx > m[i]) ? mx : m[i];
     if (m_new == kNegInf) {
       alpha[i] = 1.0f;
-      for (int j = 0; j < nk; ++j) row[j] = 0.0f;
+      for (int j = 0; j < nk; ++j) prow[j] = 0.0f;
       continue;
     }
     alpha[i] = std::exp2(m[i] - m_new);
     float sum = 0.0f;
     for (int j = 0; j < nk; ++j) {
-      const float p = std::exp2(row[j] - m_new);
-      sum += p;
-      row[j] = round_p(p);
+      const float pj = std::exp2(row[j] - m_new);
+      sum += pj;
+      prow[j] = round_p(pj);
     }
     l[i] = l[i] * alpha[i] + sum;
     m[i] = m_new;

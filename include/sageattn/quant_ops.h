@@ -46,6 +46,5 @@ struct QuantOps {
 const QuantOps& scalar_quant_ops();
 const QuantOps& avx2_quant_ops();
 const QuantOps& avx512_quant_ops();
-const QuantOps& quant_ops_for(Isa isa);
 
 }  // namespace sageattn

@@ -5,6 +5,7 @@ from typing import Optional, Union
 
 import torch
 
+from .._pv import PvMode, VScaleMode, pv_mode_of_v
 from .._recipes import QuantRecipe, ResolvedRecipe, as_resolved
 from .._types import QuantizedQK, QuantizedV, VQuantDType
 from . import cpu_ops
@@ -44,11 +45,12 @@ class CpuBackend:
                             out: Optional[torch.Tensor] = None, out_scale: Optional[torch.Tensor] = None,
                             attn_mask: Optional[torch.Tensor] = None, out_hnd: bool = False) -> AttentionResult:
         r = as_resolved(quant_recipe)
-        half_v = v.dtype in (torch.float16, torch.bfloat16)
-        v_mode = 2 if half_v else (0 if r.v_per_channel else 1)
+        pv_mode = pv_mode_of_v(v)
+        v_scale_mode = VScaleMode.PER_CHANNEL if r.v_per_channel else VScaleMode.PER_TOKEN
         groupings = [*r.q.as_triple(), *r.k.as_triple(), *r.v.as_triple()]
         o, o_scale, lse = cpu_ops.attention(
-            q, k, v, q_scale, k_scale, None if half_v else v_scale, groupings, v_mode, k_mean, attn_mask,
+            q, k, v, q_scale, k_scale, v_scale if pv_mode.quantizes_v else None, groupings, pv_mode.ffi_code,
+            int(v_scale_mode), k_mean, attn_mask,
             float(softmax_scale), bool(causal), bool(out_hnd), out_dtype, bool(fp8_output), bool(return_lse),
         )
         if out is not None:  # a caller-provided buffer of the same (B, N, H, D) shape

@@ -97,24 +97,26 @@ def _attention_outputs(q: torch.Tensor, v: torch.Tensor, out_hnd: bool, out_dtyp
 
 
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_scale: torch.Tensor,
-              k_scale: torch.Tensor, v_scale: Optional[torch.Tensor], groupings: List[int], v_mode: int,
-              k_mean: Optional[torch.Tensor], mask: Optional[torch.Tensor], sm_scale: float, causal: bool,
+              k_scale: torch.Tensor, v_scale: Optional[torch.Tensor], groupings: List[int], pv_mode: int,
+              v_scale_mode: int, k_mean: Optional[torch.Tensor], mask: Optional[torch.Tensor], sm_scale: float, causal: bool,
               out_hnd: bool, out_dtype: torch.dtype, fp8_output: bool,
               return_lse: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Outputs: out in HND or NHD, out_scale (same layout, last dim 1; empty unless fp8
+    """pv_mode / v_scale_mode: the FFI codes of sageattention._pv.PvMode / VScaleMode.
+    Outputs: out in HND or NHD, out_scale (same layout, last dim 1; empty unless fp8
     output), lse (B, Hq, Nq) (empty unless requested)."""
     out, out_scale, lse = _attention_outputs(q, v, out_hnd, out_dtype, fp8_output, return_lse,
                                              lambda s, d: torch.empty(s, dtype=d))
     as_nhd = (lambda t: t.transpose(1, 2)) if out_hnd else (lambda t: t)
     _lib.module().attention_forward(
-        q, k, v, q_scale, k_scale, v_scale, groupings, v_mode, q.dtype == torch.float8_e4m3fn, k_mean, mask,
+        q, k, v, q_scale, k_scale, v_scale, groupings, pv_mode, v_scale_mode, q.dtype == torch.float8_e4m3fn, k_mean,
+        mask,
         float(sm_scale), bool(causal), as_nhd(out), as_nhd(out_scale) if fp8_output else None,
         lse if return_lse else None, _threads(),
     )
     return out, out_scale, lse
 
 
-def _attention_fake(q, k, v, q_scale, k_scale, v_scale, groupings, v_mode, k_mean, mask, sm_scale, causal, out_hnd,
+def _attention_fake(q, k, v, q_scale, k_scale, v_scale, groupings, pv_mode, v_scale_mode, k_mean, mask, sm_scale, causal, out_hnd,
       out_dtype, fp8_output, return_lse):
     return _attention_outputs(q, v, out_hnd, out_dtype, fp8_output, return_lse,
                               lambda s, d: q.new_empty(s, dtype=d))
@@ -128,6 +130,6 @@ quantize_channels = define_op("quantize_channels(Tensor x, bool fp8) -> (Tensor,
                               _quantize_channels_fake)
 attention = define_op(
     "attention(Tensor q, Tensor k, Tensor v, Tensor q_scale, Tensor k_scale, Tensor? v_scale, int[] groupings,"
-    " int v_mode, Tensor? k_mean, Tensor? mask, float sm_scale, bool causal, bool out_hnd,"
+    " int pv_mode, int v_scale_mode, Tensor? k_mean, Tensor? mask, float sm_scale, bool causal, bool out_hnd,"
     " ScalarType out_dtype, bool fp8_output, bool return_lse) -> (Tensor, Tensor, Tensor)",
     _attention, _attention_fake)

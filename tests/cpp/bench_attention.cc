@@ -76,7 +76,7 @@ int main(int argc, char** argv) {
   a.q_grouping = TokenGrouping{128, 1, 128};
   a.k_grouping = TokenGrouping{128, 8, 8};
   a.v_grouping = TokenGrouping{-1, 1, 0};
-  a.v_mode = VScaleMode::kPerChannel;
+  a.v_scale_mode = VScaleMode::kPerChannel;
   a.qk_dtype = fp8 ? QuantDType::kFP8 : QuantDType::kInt8;
   a.sm_scale = 0.088f;
   a.causal = causal;

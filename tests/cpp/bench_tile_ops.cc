@@ -49,14 +49,16 @@ int main(int argc, char** argv) {
   for (auto& x : ki) x = static_cast<int8_t>(static_cast<int>(rng() % 255) - 127);
   for (auto* a : {&q8, &k8, &v8})
     for (auto& x : *a) { x = static_cast<uint8_t>(rng() % 0x7E); x |= (rng() & 1) ? 0x80 : 0; }
-  std::vector<float> qbuf(M * d + 64), kbuf(N * d + 64), vbuf(N * dv + 64), s(M * N), o(M * dv, 0.f);
+  std::vector<float> qbuf(M * d + 64), kbuf(N * d + 64), vbuf(N * dv + 64), s(M * N), p(M * N), o(M * dv, 0.f);
   std::vector<float> rs(M, 0.01f), cs(N, 0.02f), vs(dv, 0.5f), m(M), l(M), alpha(M);
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
-    if (!isa_available(isa)) {
-      std::printf("%s: not available on this CPU, skipped\n", isa_name(isa));
+  for (const IsaInfo& e : isa_table()) {
+    const Isa isa = e.isa;
+    if (!e.available()) {
+      std::printf("%s: not available on this CPU, skipped\n", e.name);
       continue;
     }
-    const TileOps& ops = tile_ops_for(isa);
+    const TileOps& ops = e.tile_ops();
+    const PvOps& fp8 = ops.pv_ops(PvMode::kFp8);
     const int it = isa == Isa::kScalar ? iters / 10 + 1 : iters;
     for (QuantDType t : {QuantDType::kInt8, QuantDType::kFP8}) {
       const void* qsrc = t == QuantDType::kInt8 ? static_cast<const void*>(qi.data()) : q8.data();
@@ -73,18 +75,19 @@ int main(int argc, char** argv) {
     const double tsm = time_it(it, [&] {
       s = s0;
       for (int i = 0; i < M; ++i) { m[i] = -1.f; l[i] = 1.f; }
-      ops.softmax(s.data(), N, M, N, m.data(), l.data(), alpha.data());
+      fp8.softmax(s.data(), N, M, N, m.data(), l.data(), alpha.data(), p.data(), N, nullptr);
     });
     const double tcopy = time_it(it, [&] { s = s0; for (int i = 0; i < M; ++i) { m[i] = -1.f; l[i] = 1.f; } });
-    const double tpv_pack = time_it(it, [&] { ops.pack_v(v8.data(), dv, N, dv, vs.data(), nullptr, vbuf.data()); });
-    const double tpv = time_it(it, [&] { ops.pv(s.data(), N, vbuf.data(), M, N, dv, alpha.data(), o.data(), dv); });
+    const double tpv_pack = time_it(it, [&] { fp8.pack_v(v8.data(), dv, DType::kFP8E4M3, N, dv, vs.data(), nullptr, vbuf.data()); });
+    const double tpv = time_it(it, [&] { fp8.pv(p.data(), N, nullptr, vbuf.data(), M, N, dv, alpha.data(), 1.0f, o.data(), dv); });
     // pack_v / pack_k streaming a (4096 keys, 8 heads) tensor, as attention does.
     const int64_t big_rows = 4096, big_stride = 8 * static_cast<int64_t>(dv);
     std::vector<uint8_t> vbig(big_rows * big_stride);
     for (auto& x : vbig) x = static_cast<uint8_t>(rng() % 0x7E);
     int64_t tile = 0;
     const double tpv_stream = time_it(it, [&] {
-      ops.pack_v(vbig.data() + (tile % (big_rows / N)) * N * big_stride, big_stride, N, dv, vs.data(), nullptr, vbuf.data());
+      fp8.pack_v(vbig.data() + (tile % (big_rows / N)) * N * big_stride, big_stride, DType::kFP8E4M3, N, dv, vs.data(),
+                 nullptr, vbuf.data());
       ++tile;
     });
     const double tpk_stream = time_it(it, [&] {

@@ -20,6 +20,7 @@ struct Emu512 {
   static constexpr int kQkF32Rows = 8, kQkF32Panels = 2;
   static constexpr int kPvRows = 8, kPvVecs = 2;
   static constexpr bool kQOffset128 = true;
+  using Pack = X86Pack<W, kQOffset128>;
   static constexpr bool kHasExactFallback = false;
 
   using A = Avx2;

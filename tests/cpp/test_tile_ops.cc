@@ -201,9 +201,11 @@ void run_tile(const Named& isa, std::mt19937& rng, int mq, int nk, int d, int dv
       l0[i] = 0.5f + 50.0f * unif(rng);
     }
   }
-  std::vector<float> p = sr, pr = sr, m = m0, mr = m0, l = l0, lr = l0, al(mq, -7.0f), alr(mq, -7.0f);
-  ops.softmax(p.data(), lds, mq, nk, m.data(), l.data(), al.data());
-  ref.softmax(pr.data(), lds, mq, nk, mr.data(), lr.data(), alr.data());
+  // P goes to its own buffer (as attention.cc does); the scalar reference runs in place.
+  std::vector<float> p(sr.size(), from_bits(kSentinel)), pr = sr, m = m0, mr = m0, l = l0, lr = l0, al(mq, -7.0f),
+      alr(mq, -7.0f);
+  ops.pv_ops(PvMode::kFp8).softmax(sr.data(), lds, mq, nk, m.data(), l.data(), al.data(), p.data(), lds, nullptr);
+  ref.pv_ops(PvMode::kFp8).softmax(pr.data(), lds, mq, nk, mr.data(), lr.data(), alr.data(), pr.data(), lds, nullptr);
   {
     Check c(std::string(tag) + " softmax");
     int boundary = 0;
@@ -247,8 +249,8 @@ void run_tile(const Named& isa, std::mt19937& rng, int mq, int nk, int d, int dv
   const float* rws = per_channel ? nullptr : vsr.data();
   {
     Guarded vp(packed_budget(dv)), vr(packed_budget(dv));
-    ops.pack_v(vc.data(), vstride, nk, dv, chs, rws, static_cast<float*>(vp.data()));
-    ref.pack_v(vc.data(), vstride, nk, dv, chs, rws, static_cast<float*>(vr.data()));
+    ops.pv_ops(PvMode::kFp8).pack_v(vc.data(), vstride, DType::kFP8E4M3, nk, dv, chs, rws, vp.data());
+    ref.pv_ops(PvMode::kFp8).pack_v(vc.data(), vstride, DType::kFP8E4M3, nk, dv, chs, rws, vr.data());
     Check c(std::string(tag) + (per_channel ? " pack_v (channel scale)" : " pack_v (token scale)"));
     if (!vp.intact()) c.fail("pack_v wrote past %zu bytes", vp.size);
     const float* a = static_cast<const float*>(vp.data());
@@ -259,7 +261,7 @@ void run_tile(const Named& isa, std::mt19937& rng, int mq, int nk, int d, int dv
   for (auto& x : vc)
     if ((x & 0x7F) == 0x7F) x = 0x7E;
   std::vector<float> vbuf(static_cast<size_t>(nk) * dv + 64);
-  ref.pack_v(vc.data(), vstride, nk, dv, chs, rws, vbuf.data());
+  ref.pv_ops(PvMode::kFp8).pack_v(vc.data(), vstride, DType::kFP8E4M3, nk, dv, chs, rws, vbuf.data());
   // P: the fp8 probabilities, or arbitrary floats (attention.cc's fp16-PV mode).
   std::vector<float> pin = pr;
   if (rng() % 3 == 0)
@@ -272,8 +274,8 @@ void run_tile(const Named& isa, std::mt19937& rng, int mq, int nk, int d, int dv
   for (int i = 0; i < mq; ++i)
     for (int cc = 0; cc < dv; ++cc) o[static_cast<size_t>(i) * ldo + cc] = 100.0f * (unif(rng) - 0.5f);
   std::vector<float> orf = o, o0 = o;
-  ops.pv(pin.data(), lds, vbuf.data(), mq, nk, dv, alpha.data(), o.data(), ldo);
-  ref.pv(pin.data(), lds, vbuf.data(), mq, nk, dv, alpha.data(), orf.data(), ldo);
+  ops.pv_ops(PvMode::kFp8).pv(pin.data(), lds, nullptr, vbuf.data(), mq, nk, dv, alpha.data(), 1.0f, o.data(), ldo);
+  ref.pv_ops(PvMode::kFp8).pv(pin.data(), lds, nullptr, vbuf.data(), mq, nk, dv, alpha.data(), 1.0f, orf.data(), ldo);
   {
     Check c(std::string(tag) + " pv");
     for (int i = 0; i < mq; ++i) {
@@ -303,7 +305,8 @@ void test_decode_all_codes(const Named& isa) {
   for (int dv : {256, 13, 24, 31}) {  // 16- and 8-wide bodies, scalar tails
     for (int r = 0; r * dv < 256; ++r) {
       const int n = 256 - r * dv < dv ? 256 - r * dv : dv;
-      isa.ops->pack_v(codes.data() + r * dv, dv, 1, n, ones.data(), nullptr, out.data());
+      isa.ops->pv_ops(PvMode::kFp8).pack_v(codes.data() + r * dv, dv, DType::kFP8E4M3, 1, n, ones.data(), nullptr,
+                                           out.data());
       for (int e = 0; e < n; ++e) {
         const float want = fp8_e4m3_to_f32(codes[r * dv + e]);
         if (bits(out[e]) != bits(want)) c.fail("code 0x%02x -> %08x, want %08x", codes[r * dv + e], bits(out[e]), bits(want));
@@ -312,7 +315,7 @@ void test_decode_all_codes(const Named& isa) {
   }
   // Per-token scale path.
   std::vector<float> rs(1, 1.0f);
-  isa.ops->pack_v(codes.data(), 256, 1, 256, nullptr, rs.data(), out.data());
+  isa.ops->pv_ops(PvMode::kFp8).pack_v(codes.data(), 256, DType::kFP8E4M3, 1, 256, nullptr, rs.data(), out.data());
   for (int e = 0; e < 256; ++e)
     if (bits(out[e]) != bits(fp8_e4m3_to_f32(codes[e]))) c.fail("token-scale code 0x%02x", e);
 }
@@ -333,7 +336,7 @@ void test_exp2_via_softmax(const Named& isa) {
   for (size_t b = 0; b < xs.size(); b += 64) {
     const int n = static_cast<int>(xs.size() - b < 64 ? xs.size() - b : 64);
     std::vector<float> s(xs.begin() + b, xs.begin() + b + n), m(n, 0.0f), l(n, 0.0f), a(n);
-    isa.ops->softmax(s.data(), 1, n, 1, m.data(), l.data(), a.data());
+    isa.ops->pv_ops(PvMode::kFp8).softmax(s.data(), 1, n, 1, m.data(), l.data(), a.data(), s.data(), 1, nullptr);
     for (int i = 0; i < n; ++i) {
       const float want = static_cast<float>(std::exp2(static_cast<double>(xs[b + i])));
       const int ulps = std::abs(static_cast<int>(bits(l[i])) - static_cast<int>(bits(want)));
@@ -404,16 +407,14 @@ void test_vector_math(const char* name, void (*exp2_fn)(const float*, float*, in
 
 int main() {
   std::vector<Named> isas;
-  if (isa_available(Isa::kAvx2)) {
-    isas.push_back({"avx2", &tile_ops_for(Isa::kAvx2)});
-  } else {
-    std::printf("skip avx2: CPU lacks AVX2/FMA/F16C (or this build has no x86 kernels)\n");
-  }
-  if (isa_available(Isa::kAvx512)) {
-    isas.push_back({"avx512", &tile_ops_for(Isa::kAvx512)});
-  } else {
-    std::printf("skip avx512: CPU lacks AVX-512 F/BW/VL/DQ + VNNI + BF16 (or this build has no x86 kernels); "
-                "its kernels still run below through the AVX2 emulation 'emu512'\n");
+  for (const IsaInfo& e : isa_table()) {  // every SIMD level of the ISA table
+    if (e.isa == Isa::kScalar) continue;
+    if (e.available()) {
+      isas.push_back({e.name, &e.tile_ops()});
+    } else {
+      std::printf("skip %s: this CPU cannot execute it (its kernels still run below through the AVX2 "
+                  "emulation when they are AVX-512 ones)\n", e.name);
+    }
   }
 #if defined(SAGEATTN_TEST_HAVE_EMU512)
   if (isa_available(Isa::kAvx2)) {

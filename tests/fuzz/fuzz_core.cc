@@ -480,7 +480,7 @@ void fuzz_attention(Bytes& in, int threads, bool mutate) {
   AttentionArgs a;
   a.qk_dtype = in.chance(50) ? QuantDType::kInt8 : QuantDType::kFP8;
   const int vm = static_cast<int>(in.range(0, 2));  // 0 per-channel fp8, 1 per-token fp8, 2 16-bit
-  a.v_mode = vm == 1 ? VScaleMode::kPerToken : VScaleMode::kPerChannel;
+  a.v_scale_mode = vm == 1 ? VScaleMode::kPerToken : VScaleMode::kPerChannel;
   a.pv_mode = vm == 2 ? PvMode::kHalf : PvMode::kFp8;
   bool bad_grouping = mutate;
   a.q_grouping = pick_grouping(in, Nq, &bad_grouping);
@@ -658,8 +658,8 @@ void fuzz_adapter(Bytes& in) {
 
 std::vector<Isa> available_isas() {
   std::vector<Isa> r;
-  for (Isa i : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512})
-    if (isa_available(i)) r.push_back(i);
+  for (const IsaInfo& e : isa_table())
+    if (e.available()) r.push_back(e.isa);
   return r;
 }
 

@@ -48,23 +48,30 @@ void qk(const void* qp, const void* kp, int mq, int nk, int d, QuantDType t,
   }
 }
 
-void softmax(float* s, int lds, int mq, int nk, float* m, float* l, float* alpha) {
-  online_softmax_rows(s, lds, mq, nk, m, l, alpha,
-                      [](float p) { return fp8_e4m3_to_f32(f32_to_fp8_e4m3(kFp8Max * p)); });
+// P·V in fp8 (PvMode::kFp8): P = fp8(448·p) as float, V decoded and scaled.
+void softmax_fp8(float* s, int lds, int mq, int nk, float* m, float* l, float* alpha, void* p, int ldp,
+                 float* /*p_scale*/) {
+  online_softmax_rows(s, lds, mq, nk, m, l, alpha, static_cast<float*>(p), ldp,
+                      [](float x) { return fp8_e4m3_to_f32(f32_to_fp8_e4m3(kFp8Max * x)); });
 }
 
-void pack_v(const uint8_t* src, int64_t row_stride, int rows, int dv,
-            const float* channel_scale, const float* row_scale, float* dst) {
+void pack_v_fp8(const void* src, int64_t row_stride, DType /*v_dtype*/, int rows, int dv,
+                const float* channel_scale, const float* row_scale, void* dst) {
+  const uint8_t* in = static_cast<const uint8_t*>(src);
+  float* out = static_cast<float*>(dst);
   for (int r = 0; r < rows; ++r) {
     for (int c = 0; c < dv; ++c) {
       const float scale = channel_scale ? channel_scale[c] : row_scale[r];
-      dst[static_cast<int64_t>(r) * dv + c] = fp8_e4m3_to_f32(src[r * row_stride + c]) * scale;
+      out[static_cast<int64_t>(r) * dv + c] = fp8_e4m3_to_f32(in[r * row_stride + c]) * scale;
     }
   }
 }
 
-void pv(const float* p, int ldp, const float* v, int mq, int nk, int dv, const float* alpha,
-        float* o, int ldo) {
+// fp32 P times fp32 V (V's scale already folded in: v_scale is 1).
+void pv_f32(const void* pp, int ldp, const float* /*p_scale*/, const void* vp, int mq, int nk, int dv,
+            const float* alpha, float /*v_scale*/, float* o, int ldo) {
+  const float* p = static_cast<const float*>(pp);
+  const float* v = static_cast<const float*>(vp);
   for (int i = 0; i < mq; ++i) {
     float* orow = o + static_cast<int64_t>(i) * ldo;
     for (int c = 0; c < dv; ++c) orow[c] *= alpha[i];
@@ -79,7 +86,10 @@ void pv(const float* p, int ldp, const float* v, int mq, int nk, int dv, const f
 }  // namespace
 
 const TileOps& scalar_tile_ops() {
-  static const TileOps ops{pack_rows, pack_rows, qk, softmax, pack_v, pv};
+  static const TileOps ops{pack_rows, pack_rows, qk,
+                           {/* kFp8  */ PvOps{kFp8Max, false, softmax_fp8, pack_v_fp8, pv_f32},
+                            /* kHalf */ PvOps{1.0f, false, softmax_p16, pack_v_half, pv_f32},
+                            /* kInt8: not built yet */ PvOps{}}};
   return ops;
 }
 

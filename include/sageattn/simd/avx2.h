@@ -13,6 +13,8 @@
 
 #include <cstdint>
 
+#include "sageattn/simd/x86_pack.h"
+
 namespace sageattn {
 namespace simd {
 namespace {
@@ -31,6 +33,7 @@ struct Avx2 {
   static constexpr int kPvRows = 6, kPvVecs = 2;
   // Packed int8 Q is stored as q + 128 (unsigned) with a per-key correction: no.
   static constexpr bool kQOffset128 = false;
+  using Pack = X86Pack<W, kQOffset128>;  // simd/x86_pack.h
 
   // ---- float
   static F zero() { return _mm256_setzero_ps(); }

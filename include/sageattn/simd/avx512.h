@@ -10,7 +10,7 @@
 //   - the int8 dot is VPDPBUSD: u8 (first vector) x s8 (second), 4 products summed into
 //     each int32 lane without saturation. Q is packed as q + 128 (kQOffset128) and
 //     pack_k stores -128·Σk per key, which seeds the accumulators: exact for every int8.
-//   - VDPBF16PS is not used: P·V runs on FMA (V carries its scale, so it is not bf16-exact)
+//   - VDPBF16PS is not used here: P·V runs on FMA (V carries its scale, so it is not bf16-exact)
 //     and fp8 Q·K on FMA over decoded codes (bit-exact with the scalar order).
 // Include only from a translation unit compiled with the AVX-512 flags (CMakeLists.txt).
 #pragma once
@@ -20,6 +20,8 @@
 #include <immintrin.h>
 
 #include <cstdint>
+
+#include "sageattn/simd/x86_pack.h"
 
 namespace sageattn {
 namespace simd {
@@ -37,6 +39,7 @@ struct Avx512 {
   static constexpr int kQkF32Rows = 8, kQkF32Panels = 2;
   static constexpr int kPvRows = 8, kPvVecs = 2;
   static constexpr bool kQOffset128 = true;
+  using Pack = X86Pack<W, kQOffset128>;  // simd/x86_pack.h: 256-bit packers, shared
   static constexpr bool kHasExactFallback = false;
 
   // ---- float

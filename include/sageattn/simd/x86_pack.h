@@ -1,0 +1,305 @@
+// x86 packing of Q / K / V tiles and fp8 decoding (256-bit AVX2 + F16C operations),
+// shared by the AVX2 and AVX-512 traits (simd/avx2.h, simd/avx512.h expose them as
+// T::Pack). They run once per tile; the AVX-512 path uses them verbatim.
+//
+// Packed layouts: see simd/tile_kernels.h. Include only from a translation unit built
+// with at least -mavx2 -mfma -mf16c; everything is in an unnamed namespace (one private
+// copy per ISA translation unit, see simd/avx2.h).
+#pragma once
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "sageattn/quantize.h"
+
+namespace sageattn {
+namespace simd {
+namespace {
+namespace x86 {
+
+// ---------------------------------------------------------------------------------
+// Scalar helpers. Private copies of sageattn/numeric.h's definitions (same results bit
+// for bit; tests/cpp checks all 256 codes) so that no out-of-line copy of a shared
+// inline function is ever emitted from an ISA translation unit.
+// ---------------------------------------------------------------------------------
+inline uint32_t fbits(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
+inline float ffrom(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
+
+inline float fp8_decode1(uint8_t code) {
+  const uint32_t mag = code & 0x7Fu, sign = static_cast<uint32_t>(code & 0x80u) << 24;
+  float f;
+  if (mag == 0x7F) f = ffrom(0x7FC00000u);                  // NaN
+  else if (mag < 8) f = static_cast<float>(mag) * 0.001953125f;  // subnormal: man * 2^-9
+  else f = ffrom((mag << 20) + (120u << 23));               // rebias 7 -> 127
+  return ffrom(fbits(f) | sign);
+}
+
+// ---------------------------------------------------------------------------------
+// 256-bit helpers used by the packing routines of every ISA.
+// ---------------------------------------------------------------------------------
+
+// fp8 e4m3fn codes to fp32, exactly as fp8_decode1, through fp16 and F16C: the code's
+// 7 magnitude bits shifted left by 7 are an fp16 with the same 3 mantissa bits and the
+// exponent rebiased by 8 (7 -> 15), subnormals included (fp16 subnormal m·2^-17 = the fp8
+// subnormal m·2^-9 times 2^-8), so fp32 = cvtph(h) · 2^8 exactly; codes 0x7F / 0xFF
+// become the fp16 NaN 0x7E00 (-> fp32 0x7FC00000, sign kept). F16C converts fp16
+// subnormals exactly whatever MXCSR's DAZ says.
+inline __m128i fp8_to_half_bits(__m128i c16) {  // 8 x u16 lanes holding one code each
+  const __m128i mag = _mm_and_si128(c16, _mm_set1_epi16(0x7F));
+  const __m128i sign = _mm_slli_epi16(_mm_and_si128(c16, _mm_set1_epi16(0x80)), 8);
+  const __m128i h = _mm_or_si128(_mm_slli_epi16(mag, 7), sign);
+  const __m128i nan = _mm_cmpeq_epi16(mag, _mm_set1_epi16(0x7F));
+  return _mm_blendv_epi8(h, _mm_or_si128(sign, _mm_set1_epi16(0x7E00)), nan);
+}
+inline __m256i fp8_to_half_bits(__m256i c16) {  // 16 x u16 lanes
+  const __m256i mag = _mm256_and_si256(c16, _mm256_set1_epi16(0x7F));
+  const __m256i sign = _mm256_slli_epi16(_mm256_and_si256(c16, _mm256_set1_epi16(0x80)), 8);
+  const __m256i h = _mm256_or_si256(_mm256_slli_epi16(mag, 7), sign);
+  const __m256i nan = _mm256_cmpeq_epi16(mag, _mm256_set1_epi16(0x7F));
+  return _mm256_blendv_epi8(h, _mm256_or_si256(sign, _mm256_set1_epi16(0x7E00)), nan);
+}
+// Eight codes (the low 8 bytes of `codes`).
+inline __m256 fp8x8_decode(__m128i codes) {
+  return _mm256_mul_ps(_mm256_cvtph_ps(fp8_to_half_bits(_mm_cvtepu8_epi16(codes))), _mm256_set1_ps(256.0f));
+}
+// Sixteen codes: lanes 0-7 in lo, 8-15 in hi.
+inline void fp8x16_decode(__m128i codes, __m256& lo, __m256& hi) {
+  const __m256i h = fp8_to_half_bits(_mm256_cvtepu8_epi16(codes));
+  lo = _mm256_mul_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(h)), _mm256_set1_ps(256.0f));
+  hi = _mm256_mul_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)), _mm256_set1_ps(256.0f));
+}
+
+inline __m128i load8_bytes(const uint8_t* p) {
+  int64_t x;
+  std::memcpy(&x, p, 8);
+  return _mm_cvtsi64_si128(x);
+}
+
+// In-register transpose of an 8x8 block of 32-bit elements: r[i][j] -> r[j][i].
+inline void transpose8x8(__m256 r[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+// K and V rows are streamed from a (B, N, H, D) tensor once per query tile, typically
+// from L3. Rows of one head sit H·D bytes apart, which maps a whole tile onto a few cache
+// sets, so prefetching far ahead gets evicted: the packers prefetch a few rows ahead of
+// the row they convert (into L1), and pack_k also asks for the next tile into L2.
+inline void prefetch_next_rows(const void* src, int64_t row_stride_bytes, int rows, int row_bytes) {
+  const uintptr_t base = reinterpret_cast<uintptr_t>(src) + static_cast<uintptr_t>(rows * row_stride_bytes);
+  for (int r = 0; r < rows; ++r) {
+    const uintptr_t p = base + static_cast<uintptr_t>(r * row_stride_bytes);
+    for (int b = 0; b < row_bytes; b += 64) _mm_prefetch(reinterpret_cast<const char*>(p + b), _MM_HINT_T1);
+    _mm_prefetch(reinterpret_cast<const char*>(p + row_bytes - 1), _MM_HINT_T1);
+  }
+}
+inline void prefetch_rows_l1(const void* src, int64_t row_stride_bytes, int first, int count, int row_bytes) {
+  for (int r = first; r < first + count; ++r) {
+    const uintptr_t p = reinterpret_cast<uintptr_t>(src) + static_cast<uintptr_t>(r * row_stride_bytes);
+    for (int b = 0; b < row_bytes; b += 64) _mm_prefetch(reinterpret_cast<const char*>(p + b), _MM_HINT_T0);
+  }
+}
+
+// ---------------------------------------------------------------------------------
+// Packing (layouts in the header comment).
+// ---------------------------------------------------------------------------------
+
+template <bool kOffset128>
+void pack_q_i8(const int8_t* src, int64_t row_stride, int rows, int d, int32_t* dst) {
+  const int dq4 = ceil_div(d, 4);
+  const uint8_t flip = kOffset128 ? 0x80 : 0x00;
+  for (int r = 0; r < rows; ++r) {
+    uint8_t* o = reinterpret_cast<uint8_t*>(dst + static_cast<int64_t>(r) * dq4);
+    const int8_t* s = src + r * row_stride;
+    for (int c = 0; c < d; ++c) o[c] = static_cast<uint8_t>(s[c]) ^ flip;
+    for (int c = d; c < 4 * dq4; ++c) o[c] = flip;  // pads multiply a zero K byte
+  }
+}
+
+inline void pack_rows_fp8(const uint8_t* src, int64_t row_stride, int rows, int d, float* dst) {
+  for (int r = 0; r < rows; ++r) {
+    const uint8_t* s = src + r * row_stride;
+    float* o = dst + static_cast<int64_t>(r) * d;
+    int c = 0;
+    for (; c + 16 <= d; c += 16) {
+      __m256 lo, hi;
+      fp8x16_decode(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + c)), lo, hi);
+      _mm256_storeu_ps(o + c, lo);
+      _mm256_storeu_ps(o + c + 8, hi);
+    }
+    for (; c + 8 <= d; c += 8) _mm256_storeu_ps(o + c, fp8x8_decode(load8_bytes(s + c)));
+    for (; c < d; ++c) o[c] = fp8_decode1(s[c]);
+  }
+}
+
+// int8 K panels. kComp: store the -128·Σk corrections (offset-128 Q); otherwise the
+// "holds a -128" flag.
+template <int W, bool kComp>
+void pack_k_i8(const int8_t* src, int64_t row_stride, int rows, int d, int32_t* dst) {
+  static_assert(W % 8 == 0, "K panels are built from 8-key blocks");
+  prefetch_next_rows(src, row_stride, rows, d);
+  const int dq4 = ceil_div(d, 4);
+  const int panels = ceil_div(rows, W);
+  int32_t* extra = dst + static_cast<int64_t>(panels) * dq4 * W;
+  const __m256i m128 = _mm256_set1_epi8(-128);
+  const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+  __m256i seen = _mm256_setzero_si256();
+  bool seen_scalar = false;
+  for (int p = 0; p < panels; ++p) {
+    for (int b = 0; b < W / 8; ++b) {
+      const int j0 = p * W + b * 8;
+      const bool full_keys = j0 + 8 <= rows;
+      prefetch_rows_l1(src, row_stride, j0 + 8, 8, d);
+      __m256i comp = _mm256_setzero_si256();
+      int32_t comp_s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      for (int g0 = 0; g0 < dq4; g0 += 8) {
+        int32_t* o = dst + (static_cast<int64_t>(p) * dq4 + g0) * W + b * 8;
+        if (full_keys && 4 * (g0 + 8) <= d) {
+          __m256 r[8];
+          for (int jj = 0; jj < 8; ++jj) {
+            const __m256i x = _mm256_loadu_si256(
+                reinterpret_cast<const __m256i*>(src + (j0 + jj) * row_stride + 4 * g0));
+            seen = _mm256_or_si256(seen, _mm256_cmpeq_epi8(x, m128));
+            r[jj] = _mm256_castsi256_ps(x);
+          }
+          transpose8x8(r);
+          for (int c = 0; c < 8; ++c) {
+            const __m256i v = _mm256_castps_si256(r[c]);
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + c * W), v);
+            if (kComp) comp = _mm256_add_epi32(comp, _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, v), ones16));
+          }
+        } else {
+          const int gn = dq4 - g0 < 8 ? dq4 - g0 : 8;
+          for (int c = 0; c < gn; ++c) {
+            for (int jj = 0; jj < 8; ++jj) {
+              const int j = j0 + jj;
+              uint8_t bytes[4] = {0, 0, 0, 0};
+              for (int t = 0; t < 4; ++t) {
+                const int e = 4 * (g0 + c) + t;
+                if (j < rows && e < d) {
+                  const int8_t x = src[j * row_stride + e];
+                  bytes[t] = static_cast<uint8_t>(x);
+                  comp_s[jj] += x;
+                  seen_scalar |= x == -128;
+                }
+              }
+              int32_t word;
+              std::memcpy(&word, bytes, 4);
+              o[c * W + jj] = word;
+            }
+          }
+        }
+      }
+      if (kComp) {
+        const __m256i total = _mm256_add_epi32(comp, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(comp_s)));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(extra + p * W + b * 8),
+                            _mm256_mullo_epi32(total, _mm256_set1_epi32(-128)));
+      }
+    }
+  }
+  if (!kComp) extra[0] = (seen_scalar || !_mm256_testz_si256(seen, seen)) ? 1 : 0;
+}
+
+template <int W>
+void pack_k_fp8(const uint8_t* src, int64_t row_stride, int rows, int d, float* dst) {
+  static_assert(W % 8 == 0, "K panels are built from 8-key blocks");
+  prefetch_next_rows(src, row_stride, rows, d);
+  const int panels = ceil_div(rows, W);
+  for (int p = 0; p < panels; ++p) {
+    for (int b = 0; b < W / 8; ++b) {
+      const int j0 = p * W + b * 8;
+      const bool full_keys = j0 + 8 <= rows;
+      prefetch_rows_l1(src, row_stride, j0 + 8, 8, d);
+      for (int c0 = 0; c0 < d; c0 += 8) {
+        float* o = dst + (static_cast<int64_t>(p) * d + c0) * W + b * 8;
+        if (full_keys && c0 + 8 <= d) {
+          __m256 r[8];
+          for (int jj = 0; jj < 8; ++jj) r[jj] = fp8x8_decode(load8_bytes(src + (j0 + jj) * row_stride + c0));
+          transpose8x8(r);
+          for (int c = 0; c < 8; ++c) _mm256_storeu_ps(o + c * W, r[c]);
+        } else {
+          const int cn = d - c0 < 8 ? d - c0 : 8;
+          for (int c = 0; c < cn; ++c)
+            for (int jj = 0; jj < 8; ++jj)
+              o[c * W + jj] = j0 + jj < rows ? fp8_decode1(src[(j0 + jj) * row_stride + c0 + c]) : 0.0f;
+        }
+      }
+    }
+  }
+}
+
+inline void pack_v_rows(const uint8_t* src, int64_t row_stride, int rows, int dv,
+                        const float* channel_scale, const float* row_scale, float* dst) {
+  for (int r = 0; r < rows; ++r) {
+    prefetch_rows_l1(src, row_stride, r + 8, 1, dv);
+    const uint8_t* s = src + r * row_stride;
+    float* o = dst + static_cast<int64_t>(r) * dv;
+    int c = 0;
+    if (channel_scale) {
+      for (; c + 16 <= dv; c += 16) {
+        __m256 lo, hi;
+        fp8x16_decode(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + c)), lo, hi);
+        _mm256_storeu_ps(o + c, _mm256_mul_ps(lo, _mm256_loadu_ps(channel_scale + c)));
+        _mm256_storeu_ps(o + c + 8, _mm256_mul_ps(hi, _mm256_loadu_ps(channel_scale + c + 8)));
+      }
+      for (; c + 8 <= dv; c += 8)
+        _mm256_storeu_ps(o + c, _mm256_mul_ps(fp8x8_decode(load8_bytes(s + c)), _mm256_loadu_ps(channel_scale + c)));
+      for (; c < dv; ++c) o[c] = fp8_decode1(s[c]) * channel_scale[c];
+    } else {
+      const float rs = row_scale[r];
+      const __m256 rsv = _mm256_set1_ps(rs);
+      for (; c + 16 <= dv; c += 16) {
+        __m256 lo, hi;
+        fp8x16_decode(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + c)), lo, hi);
+        _mm256_storeu_ps(o + c, _mm256_mul_ps(lo, rsv));
+        _mm256_storeu_ps(o + c + 8, _mm256_mul_ps(hi, rsv));
+      }
+      for (; c + 8 <= dv; c += 8) _mm256_storeu_ps(o + c, _mm256_mul_ps(fp8x8_decode(load8_bytes(s + c)), rsv));
+      for (; c < dv; ++c) o[c] = fp8_decode1(s[c]) * rs;
+    }
+  }
+}
+
+}  // namespace x86
+
+// The packers of one ISA's traits: W keys per K panel, offset-128 int8 Q or not.
+template <int W, bool kOffset128>
+struct X86Pack {
+  static void q_i8(const int8_t* src, int64_t row_stride, int rows, int d, int32_t* dst) {
+    x86::pack_q_i8<kOffset128>(src, row_stride, rows, d, dst);
+  }
+  static void k_i8(const int8_t* src, int64_t row_stride, int rows, int d, int32_t* dst) {
+    x86::pack_k_i8<W, kOffset128>(src, row_stride, rows, d, dst);
+  }
+  static void rows_fp8(const uint8_t* src, int64_t row_stride, int rows, int d, float* dst) {
+    x86::pack_rows_fp8(src, row_stride, rows, d, dst);
+  }
+  static void k_fp8(const uint8_t* src, int64_t row_stride, int rows, int d, float* dst) {
+    x86::pack_k_fp8<W>(src, row_stride, rows, d, dst);
+  }
+  static void v_fp8(const uint8_t* src, int64_t row_stride, int rows, int dv, const float* channel_scale,
+                    const float* row_scale, float* dst) {
+    x86::pack_v_rows(src, row_stride, rows, dv, channel_scale, row_scale, dst);
+  }
+};
+
+}  // namespace
+}  // namespace simd
+}  // namespace sageattn
