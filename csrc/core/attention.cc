@@ -10,6 +10,7 @@
 #include "sageattn/error.h"
 #include "sageattn/numeric.h"
 #include "sageattn/online_softmax.h"
+#include "sageattn/pv_int8.h"
 #include "sageattn/thread_pool.h"
 #include "sageattn/tile_ops.h"
 #include "sageattn/validate.h"
@@ -19,6 +20,7 @@ namespace {
 
 constexpr int kTileM = 128;  // query rows per task (K/V tiles are packed once per 128 rows)
 constexpr int kTileN = 64;  // keys per tile
+static_assert(kTileN <= kInt8PvMaxKeys, "the int8 P·V kernels' exact sums are bounded in keys per tile");
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
@@ -34,7 +36,9 @@ struct Scratch {
     const int64_t dmax = std::max<int64_t>(d.D, 1);
     qbuf.resize(kTileM * dmax + 64);
     kbuf.resize(kTileN * dmax + 64);
-    vbuf.resize(kTileN * std::max<int64_t>(d.Dv, 1) + 64);
+    // 4 bytes per element of a V tile whose width is rounded up to 16 (the int8 P·V
+    // mode pads its packed V to whole vectors).
+    vbuf.resize(kTileN * ((std::max<int64_t>(d.Dv, 1) + 15) / 16 * 16) + 64);
     s.resize(kTileM * kTileN);
     p.resize(kTileM * kTileN);  // P in the mode's type: at most 4 bytes per element
     p_scale.resize(kTileM);

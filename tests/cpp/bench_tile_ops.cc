@@ -49,8 +49,12 @@ int main(int argc, char** argv) {
   for (auto& x : ki) x = static_cast<int8_t>(static_cast<int>(rng() % 255) - 127);
   for (auto* a : {&q8, &k8, &v8})
     for (auto& x : *a) { x = static_cast<uint8_t>(rng() % 0x7E); x |= (rng() & 1) ? 0x80 : 0; }
-  std::vector<float> qbuf(M * d + 64), kbuf(N * d + 64), vbuf(N * dv + 64), s(M * N), p(M * N), o(M * dv, 0.f);
-  std::vector<float> rs(M, 0.01f), cs(N, 0.02f), vs(dv, 0.5f), m(M), l(M), alpha(M);
+  std::vector<int8_t> vi(N * dv);  // int8 V codes (the int8 P·V mode)
+  for (auto& x : vi) x = static_cast<int8_t>(static_cast<int>(rng() % 255) - 127);
+  // V buffers as attention.cc sizes them (the int8 mode pads dv to 16).
+  std::vector<float> qbuf(M * d + 64), kbuf(N * d + 64), vbuf(N * ((dv + 15) / 16 * 16) + 64), s(M * N), p(M * N),
+      o(M * dv, 0.f);
+  std::vector<float> rs(M, 0.01f), cs(N, 0.02f), vs(dv, 0.5f), m(M), l(M), alpha(M), p_scale(M);
   for (const IsaInfo& e : isa_table()) {
     const Isa isa = e.isa;
     if (!e.available()) {
@@ -59,6 +63,7 @@ int main(int argc, char** argv) {
     }
     const TileOps& ops = e.tile_ops();
     const PvOps& fp8 = ops.pv_ops(PvMode::kFp8);
+    const PvOps& int8 = ops.pv_ops(PvMode::kInt8);
     const int it = isa == Isa::kScalar ? iters / 10 + 1 : iters;
     for (QuantDType t : {QuantDType::kInt8, QuantDType::kFP8}) {
       const void* qsrc = t == QuantDType::kInt8 ? static_cast<const void*>(qi.data()) : q8.data();
@@ -96,8 +101,20 @@ int main(int argc, char** argv) {
     });
     std::printf("%-6s streaming from a strided 4096-key tensor: pack_v %6.2f us  pack_k(int8) %6.2f us\n", isa_name(isa),
                 tpv_stream * 1e6, tpk_stream * 1e6);
-    std::printf("%-6s dv=%d: softmax %6.2f us  pack_v %6.2f us  pv %7.2f us (%5.1f GMAC/s)\n", isa_name(isa), dv,
-                (tsm - tcopy) * 1e6, tpv_pack * 1e6, tpv * 1e6, double(M) * N * dv / tpv * 1e-9);
+    std::printf("%-6s fp8  P·V dv=%d: softmax %6.2f us  pack_v %6.2f us  pv %7.2f us (%5.1f GMAC/s)\n", isa_name(isa),
+                dv, (tsm - tcopy) * 1e6, tpv_pack * 1e6, tpv * 1e6, double(M) * N * dv / tpv * 1e-9);
+    // The int8 P·V mode on the same scores: u8 P with a per-row tile scale, int8 V.
+    const double tsm8 = time_it(it, [&] {
+      s = s0;
+      for (int i = 0; i < M; ++i) { m[i] = -1.f; l[i] = 1.f; }
+      int8.softmax(s.data(), N, M, N, m.data(), l.data(), alpha.data(), p.data(), N, p_scale.data());
+    });
+    const double tpack8 = time_it(it, [&] { int8.pack_v(vi.data(), dv, DType::kI8, N, dv, nullptr, nullptr, vbuf.data()); });
+    const double tpv8 = time_it(it, [&] {
+      int8.pv(p.data(), N, p_scale.data(), vbuf.data(), M, N, dv, alpha.data(), 1.0f, o.data(), dv);
+    });
+    std::printf("%-6s int8 P·V dv=%d: softmax %6.2f us  pack_v %6.2f us  pv %7.2f us (%5.1f GMAC/s)\n", isa_name(isa),
+                dv, (tsm8 - tcopy) * 1e6, tpack8 * 1e6, tpv8 * 1e6, double(M) * N * dv / tpv8 * 1e-9);
   }
   return 0;
 }

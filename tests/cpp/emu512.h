@@ -19,6 +19,7 @@ struct Emu512 {
   static constexpr int kQkI8Rows = 8, kQkI8Panels = 2;
   static constexpr int kQkF32Rows = 8, kQkF32Panels = 2;
   static constexpr int kPvRows = 8, kPvVecs = 2;
+  static constexpr int kPvI8Rows = 8, kPvI8Vecs = 2;
   static constexpr bool kQOffset128 = true;
   using Pack = X86Pack<W, kQOffset128>;
   static constexpr bool kHasExactFallback = false;
@@ -90,6 +91,14 @@ struct Emu512 {
   };
   using DotFast = Dot;
   using DotExact = Dot;
+  struct PvI8 {  // avx512.h's: VPDPBUSD on 4-key words
+    static constexpr int kKeys = 4;
+    static I dot(I acc, I p, I v) { return {dpbusd256(acc.lo, p.lo, v.lo), dpbusd256(acc.hi, p.hi, v.hi)}; }
+    static void store_codes(uint8_t* dst, I codes) {
+      A::PvI8::store_codes(dst, codes.lo);
+      A::PvI8::store_codes(dst + 8, codes.hi);
+    }
+  };
 };
 
 }  // namespace

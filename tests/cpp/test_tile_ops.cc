@@ -8,6 +8,8 @@
 //               448·p lies within 1e-6 (relative) of an fp8 rounding boundary;
 //   pack_v      bit-exact (all 256 codes, NaN included);
 //   pv          within 1e-5 of Σ|terms| (fp32 reassociation);
+//   int8 P·V    pack_v + pv bit-exact, softmax codes exact up to rounding boundaries
+//               (see test_int8_pv_tile / test_int8_softmax);
 // plus guards around every output (no write past nk / dv / the packed-size budget that
 // attention.cc allocates), -inf and fully masked rows, int8 -128 codes, exp2 accuracy
 // (<= 2 ulp over [-150, 63]) and fp8 rounding of boundary values (bit-exact).
@@ -296,6 +298,154 @@ void run_tile(const Named& isa, std::mt19937& rng, int mq, int nk, int d, int dv
   }
 }
 
+// ---------------------------------------------------------------------------------
+// The int8 P·V mode (sageattn/pv_int8.h). pack_v + pv: bit-equal to the scalar path for
+// any u8 P codes and int8 V codes (-128 included), because the integer sums are exact and
+// the float steps after them are the same; with alpha 0 and unit scales the result is the
+// exact integer sum. softmax: m exact, l and alpha within 1e-6, p_scale within 1e-6, codes
+// equal except where p·255/pmax lies within 1e-5 of a rounding boundary (the SIMD exp2
+// differs from std::exp2 by <= 2 ulp); zero padding to a multiple of 4 keys and nothing
+// written past it.
+// ---------------------------------------------------------------------------------
+// attention.cc's V buffer: 64 keys x dv rounded up to 16, 4 bytes each, + 64 floats.
+size_t int8_v_budget(int dv) { return (64 * static_cast<size_t>((dv + 15) / 16 * 16) + 64) * 4; }
+
+void test_int8_pv_tile(const Named& isa, std::mt19937& rng, int mq, int nk, int dv, int case_id) {
+  const PvOps& ops = isa.ops->pv_ops(PvMode::kInt8);
+  const PvOps& ref = scalar_tile_ops().pv_ops(PvMode::kInt8);
+  char tag[160];
+  std::snprintf(tag, sizeof tag, "%s int8 P·V case %d (mq=%d nk=%d dv=%d)", isa.name, case_id, mq, nk, dv);
+  std::uniform_real_distribution<float> unif(0.0f, 1.0f);
+  const int extremes = static_cast<int>(rng() % 3);  // 0: random codes, 1: mostly extremes, 2: worst case
+  const int vstride = dv + static_cast<int>(rng() % 11);
+  std::vector<int8_t> vc(static_cast<size_t>(nk) * vstride);
+  for (auto& x : vc) {
+    const uint32_t r = rng();
+    x = extremes == 2 ? int8_t(-128) : (extremes == 1 && r % 2) ? static_cast<int8_t>(r % 4 ? 127 : -128)
+                                                                : static_cast<int8_t>(r >> 8);
+  }
+  Guarded vp(int8_v_budget(dv)), vr(int8_v_budget(dv));
+  ops.pack_v(vc.data(), vstride, DType::kI8, nk, dv, nullptr, nullptr, vp.data());
+  ref.pack_v(vc.data(), vstride, DType::kI8, nk, dv, nullptr, nullptr, vr.data());
+  {
+    Check c(std::string(tag) + " pack_v guard");
+    if (!vp.intact()) c.fail("pack_v wrote past %zu bytes", vp.size);
+  }
+  const int ldp = (nk + 3) / 4 * 4 + 4 * static_cast<int>(rng() % 3);
+  std::vector<uint8_t> pc(static_cast<size_t>(mq) * ldp, 0);
+  for (int i = 0; i < mq; ++i)
+    for (int j = 0; j < nk; ++j) {
+      const uint32_t r = rng();
+      pc[static_cast<size_t>(i) * ldp + j] = extremes == 2 ? 255 : (extremes == 1 && r % 2) ? 255 : static_cast<uint8_t>(r >> 8);
+    }
+  std::vector<float> ps(mq), al(mq);
+  for (auto& x : ps) x = rng() % 9 == 0 ? 0.0f : unif(rng) / 255.0f;
+  for (auto& x : al) x = rng() % 4 == 0 ? (rng() % 2 ? 0.0f : 1.0f) : unif(rng);
+  const float vs = rng() % 2 ? 1.0f : 0.001f + unif(rng);
+  const int ldo = dv + static_cast<int>(rng() % 2) * static_cast<int>(rng() % 13);
+  std::vector<float> o(static_cast<size_t>(mq) * ldo + 4, from_bits(kSentinel));
+  for (int i = 0; i < mq; ++i)
+    for (int cc = 0; cc < dv; ++cc) o[static_cast<size_t>(i) * ldo + cc] = 100.0f * (unif(rng) - 0.5f);
+  std::vector<float> orf = o;
+  ops.pv(pc.data(), ldp, ps.data(), vp.data(), mq, nk, dv, al.data(), vs, o.data(), ldo);
+  ref.pv(pc.data(), ldp, ps.data(), vr.data(), mq, nk, dv, al.data(), vs, orf.data(), ldo);
+  {
+    Check c(std::string(tag) + " pv (bitwise)");
+    for (int i = 0; i < mq; ++i)
+      for (int cc = 0; cc < ldo; ++cc) {
+        const size_t at = static_cast<size_t>(i) * ldo + cc;
+        if (cc >= dv) {
+          if (bits(o[at]) != kSentinel) c.fail("pv wrote o[%d][%d] past dv", i, cc);
+        } else if (bits(o[at]) != bits(orf[at])) {
+          c.fail("o[%d][%d] = %.9g, scalar %.9g", i, cc, o[at], orf[at]);
+        }
+      }
+    if (bits(o.back()) != kSentinel) c.fail("pv wrote past the output tile");
+  }
+  // alpha 0, unit scales: o is the integer sum itself, exactly.
+  std::vector<float> zeros(mq, 0.0f), ones(mq, 1.0f), oz(static_cast<size_t>(mq) * dv, 0.0f);
+  ops.pv(pc.data(), ldp, ones.data(), vp.data(), mq, nk, dv, zeros.data(), 1.0f, oz.data(), dv);
+  {
+    Check c(std::string(tag) + " pv exact integer sums");
+    for (int i = 0; i < mq; ++i)
+      for (int cc = 0; cc < dv; ++cc) {
+        int64_t want = 0;
+        for (int j = 0; j < nk; ++j)
+          want += int64_t{pc[static_cast<size_t>(i) * ldp + j]} * vc[static_cast<size_t>(j) * vstride + cc];
+        if (oz[static_cast<size_t>(i) * dv + cc] != static_cast<float>(want))
+          c.fail("sum[%d][%d] = %.9g, want %lld", i, cc, oz[static_cast<size_t>(i) * dv + cc], static_cast<long long>(want));
+      }
+  }
+}
+
+void test_int8_softmax(const Named& isa, std::mt19937& rng, int mq, int nk, int case_id) {
+  const PvOps& ops = isa.ops->pv_ops(PvMode::kInt8);
+  const PvOps& ref = scalar_tile_ops().pv_ops(PvMode::kInt8);
+  char tag[160];
+  std::snprintf(tag, sizeof tag, "%s int8 softmax case %d (mq=%d nk=%d)", isa.name, case_id, mq, nk);
+  std::uniform_real_distribution<float> unif(0.0f, 1.0f);
+  const int lds = nk + static_cast<int>(rng() % 5);
+  std::vector<float> s(static_cast<size_t>(mq) * lds), m0(mq), l0(mq);
+  for (int i = 0; i < mq; ++i) {
+    float* row = s.data() + static_cast<size_t>(i) * lds;
+    for (int j = 0; j < nk; ++j) row[j] = 20.0f * (unif(rng) - 0.5f);
+    const int kind = static_cast<int>(rng() % 9);
+    if (kind == 0) {
+      for (int j = 0; j < nk; ++j) row[j] = -kInf;  // fully masked
+    } else if (kind == 1) {
+      for (int j = static_cast<int>(rng() % (nk + 1)); j < nk; ++j) row[j] = -kInf;  // causal-like
+    } else if (kind == 2) {
+      row[rng() % nk] = std::numeric_limits<float>::quiet_NaN();
+    }
+    float mx = -kInf;
+    for (int j = 0; j < nk; ++j) mx = row[j] > mx ? row[j] : mx;
+    if (rng() % 2 == 0) {
+      m0[i] = -kInf;
+      l0[i] = 0.0f;
+    } else {
+      m0[i] = (mx == -kInf ? 0.0f : mx) + 6.0f * (unif(rng) - 0.5f);
+      if (kind == 3) m0[i] = (mx == -kInf ? 0.0f : mx) + 300.0f;  // every p of the tile underflows
+      l0[i] = 0.5f + 50.0f * unif(rng);
+    }
+  }
+  const int padded = (nk + 3) / 4 * 4, ldp = padded + 4 * static_cast<int>(rng() % 3);
+  std::vector<uint8_t> p(static_cast<size_t>(mq) * ldp, 0xA5), pr = p;
+  std::vector<float> s1 = s, sr = s, m = m0, mr = m0, l = l0, lr = l0, al(mq, -7.0f), alr(mq, -7.0f),
+                     ps(mq, -7.0f), psr(mq, -7.0f);
+  ops.softmax(s1.data(), lds, mq, nk, m.data(), l.data(), al.data(), p.data(), ldp, ps.data());
+  ref.softmax(sr.data(), lds, mq, nk, mr.data(), lr.data(), alr.data(), pr.data(), ldp, psr.data());
+  Check c{std::string(tag)};
+  auto rel_ok = [](float a, float b) {
+    return same(a, b) || std::fabs(static_cast<double>(a) - b) <= 1e-6 * std::fabs(static_cast<double>(b)) + 1e-37;
+  };
+  int boundary = 0;
+  for (int i = 0; i < mq; ++i) {
+    if (!same(m[i], mr[i])) c.fail("m[%d] = %.9g, scalar %.9g", i, m[i], mr[i]);
+    if (!rel_ok(al[i], alr[i])) c.fail("alpha[%d] = %.9g, scalar %.9g", i, al[i], alr[i]);
+    if (!rel_ok(l[i], lr[i])) c.fail("l[%d] = %.9g, scalar %.9g", i, l[i], lr[i]);
+    if (!rel_ok(ps[i], psr[i])) c.fail("p_scale[%d] = %.9g, scalar %.9g", i, ps[i], psr[i]);
+    const uint8_t* a = p.data() + static_cast<size_t>(i) * ldp;
+    const uint8_t* b = pr.data() + static_cast<size_t>(i) * ldp;
+    for (int j = 0; j < ldp; ++j) {
+      if (j >= padded) {
+        if (a[j] != 0xA5) c.fail("softmax wrote p[%d][%d] past the padding", i, j);
+      } else if (j >= nk) {
+        if (a[j] != 0) c.fail("padding p[%d][%d] = %d, want 0", i, j, a[j]);
+      } else if (a[j] != b[j]) {
+        // Allowed only where p·255/pmax sits at a rounding boundary.
+        const double y = std::exp2(static_cast<double>(s[static_cast<size_t>(i) * lds + j]) - mr[i]) * 255.0 *
+                         (1.0 / (255.0 * psr[i]));
+        const double frac = y - std::floor(y);
+        if (std::abs(static_cast<int>(a[j]) - b[j]) == 1 && std::fabs(frac - 0.5) < 1e-5 * (1.0 + y)) {
+          ++boundary;
+        } else {
+          c.fail("code[%d][%d] = %d, scalar %d (y = %.9g)", i, j, a[j], b[j], y);
+        }
+      }
+    }
+  }
+}
+
 // Every fp8 code through pack_v with scale 1: the vector decode is bit-exact.
 void test_decode_all_codes(const Named& isa) {
   Check c(std::string(isa.name) + " fp8 decode of all 256 codes");
@@ -452,6 +602,15 @@ int main() {
         const int d = kDims[rng() % (sizeof kDims / sizeof kDims[0])];
         run_tile(isa, rng, 1 + static_cast<int>(rng() % 64), 1 + static_cast<int>(rng() % 64), d, dv,
                  rep % 2 ? QuantDType::kFP8 : QuantDType::kInt8, rep == 2, case_id++);
+      }
+    }
+    // The int8 P·V mode: every V head dim, full and ragged tiles, up to 128 query rows.
+    for (int dv : kDims) {
+      for (int rep = 0; rep < 6; ++rep) {
+        int mq = 1 + static_cast<int>(rng() % 128), nk = 1 + static_cast<int>(rng() % 64);
+        if (rep == 0) { mq = 128; nk = 64; }
+        test_int8_pv_tile(isa, rng, mq, nk, dv, case_id++);
+        test_int8_softmax(isa, rng, mq, nk, case_id++);
       }
     }
   }

@@ -6,6 +6,7 @@
 
 #include "sageattn/numeric.h"
 #include "sageattn/online_softmax.h"
+#include "sageattn/pv_int8.h"
 #include "sageattn/tile_ops.h"
 
 namespace sageattn {
@@ -89,7 +90,7 @@ const TileOps& scalar_tile_ops() {
   static const TileOps ops{pack_rows, pack_rows, qk,
                            {/* kFp8  */ PvOps{kFp8Max, false, softmax_fp8, pack_v_fp8, pv_f32},
                             /* kHalf */ PvOps{1.0f, false, softmax_p16, pack_v_half, pv_f32},
-                            /* kInt8: not built yet */ PvOps{}}};
+                            /* kInt8 */ PvOps{1.0f, true, softmax_u8_scalar, pack_v_i8_scalar, pv_i8_scalar}}};
   return ops;
 }
 

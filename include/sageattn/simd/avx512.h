@@ -38,6 +38,7 @@ struct Avx512 {
   static constexpr int kQkI8Rows = 8, kQkI8Panels = 2;
   static constexpr int kQkF32Rows = 8, kQkF32Panels = 2;
   static constexpr int kPvRows = 8, kPvVecs = 2;
+  static constexpr int kPvI8Rows = 8, kPvI8Vecs = 2;  // int8 P·V (VPDPBUSD)
   static constexpr bool kQOffset128 = true;
   using Pack = X86Pack<W, kQOffset128>;  // simd/x86_pack.h: 256-bit packers, shared
   static constexpr bool kHasExactFallback = false;
@@ -103,6 +104,16 @@ struct Avx512 {
   };
   using DotFast = Dot;
   using DotExact = Dot;
+
+  // ---- int8 P·V (sageattn/pv_int8.h): VPDPBUSD takes u8 P codes and s8 V codes as they
+  // are, 4 keys per int32 word, exact (no saturation, no offset).
+  struct PvI8 {
+    static constexpr int kKeys = 4;
+    static I dot(I acc, I p, I v) { return _mm512_dpbusd_epi32(acc, p, v); }
+    static void store_codes(uint8_t* dst, I codes) {  // 16 lanes in [0, 255] -> 16 bytes
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm512_cvtepi32_epi8(codes));
+    }
+  };
 };
 
 }  // namespace

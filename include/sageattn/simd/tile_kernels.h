@@ -210,13 +210,14 @@ void qk_f32(const float* q, const float* k, int mq, int nk, int d, const float* 
 }
 
 // ---------------------------------------------------------------------------------
-// Online softmax over one tile (log2 units), P = fp8(448·p) as float.
+// Online softmax over one tile (log2 units).
 // ---------------------------------------------------------------------------------
 // Two passes so that no long dependency chain runs from one row into the next: pass 1
 // finds every row's new max and alpha (alpha's exp2 vectorized across rows), pass 2 is
-// a flat stream of independent exp2 / round / store steps.
+// a flat stream of independent exp2 / round / store steps. Pass 1 is shared by the 8-bit
+// P modes (fp8 here, int8 in simd/pv_int8_kernels.h).
 template <class T>
-void softmax_tile(const float* s, int lds, int mq, int nk, float* m, float* l, float* alpha, float* p, int ldp) {
+void softmax_new_max_and_alpha(const float* s, int lds, int mq, int nk, float* m, float* alpha) {
   using F = typename T::F;
   constexpr int W = T::W;
   for (int i = 0; i < mq; ++i) {
@@ -247,9 +248,16 @@ void softmax_tile(const float* s, int lds, int mq, int nk, float* m, float* l, f
   int i = 0;
   for (; i + W <= mq; i += W) T::store(alpha + i, exp2v<T>(T::load(alpha + i)));
   if (i < mq) T::store_n(alpha + i, exp2v<T>(T::load_n(alpha + i, mq - i)), mq - i);
+}
 
+// P = fp8(448·p) as float.
+template <class T>
+void softmax_tile(const float* s, int lds, int mq, int nk, float* m, float* l, float* alpha, float* p, int ldp) {
+  using F = typename T::F;
+  constexpr int W = T::W;
+  softmax_new_max_and_alpha<T>(s, lds, mq, nk, m, alpha);
   const F p_unit = T::set1(448.0f);
-  for (i = 0; i < mq; ++i) {
+  for (int i = 0; i < mq; ++i) {
     const float* row = s + static_cast<int64_t>(i) * lds;
     float* prow = p + static_cast<int64_t>(i) * ldp;
     if (m[i] == kNegInfF) {
@@ -349,6 +357,17 @@ void pv_tile(const float* p, int ldp, const float* v, int mq, int nk, int dv, co
   }
 }
 
+}  // namespace
+}  // namespace simd
+}  // namespace sageattn
+
+#include "sageattn/simd/pv_int8_kernels.h"  // the int8 P·V mode, built on the helpers above
+
+namespace sageattn {
+namespace simd {
+namespace {
+
+
 // ---------------------------------------------------------------------------------
 // The TileOps table for traits T.
 // ---------------------------------------------------------------------------------
@@ -405,11 +424,29 @@ struct TileKernels {
     pv_tile<T>(static_cast<const float*>(p), ldp, static_cast<const float*>(v), mq, nk, dv, alpha, o, ldo);
   }
 
+  // ---- PvMode::kInt8 on the int8 dot units: u8 P codes with a per-row tile scale, int8 V
+  // codes as kKeys-key words, both scales applied after the exact integer dot.
+  static void softmax_u8(float* s, int lds, int mq, int nk, float* m, float* l, float* alpha, void* p, int ldp,
+                         float* p_scale) {
+    softmax_u8_tile<T>(s, lds, mq, nk, m, l, alpha, static_cast<uint8_t*>(p), ldp, p_scale);
+  }
+  static void pack_v_i8(const void* src, int64_t row_stride, DType /*v_dtype*/, int rows, int dv,
+                        const float* /*channel_scale*/, const float* /*row_scale*/, void* dst) {
+    T::Pack::template v_i8<T::PvI8::kKeys>(static_cast<const int8_t*>(src), row_stride, rows, dv,
+                                           ceil_div(dv, T::W) * T::W, static_cast<int32_t*>(dst));
+  }
+  static void pv_i8(const void* p, int ldp, const float* p_scale, const void* v, int mq, int nk, int dv,
+                    const float* alpha, float v_scale, float* o, int ldo) {
+    if (mq <= 0 || dv <= 0) return;
+    pv_i8_tile<T>(static_cast<const uint8_t*>(p), ldp, p_scale, static_cast<const int32_t*>(v), mq, nk, dv, alpha,
+                  v_scale, o, ldo);
+  }
+
   static TileOps table() {
     return TileOps{pack_q, pack_k, qk,
                    {/* kFp8  */ PvOps{448.0f, false, softmax_fp8, pack_v_fp8, pv_f32},
                     /* kHalf */ PvOps{1.0f, false, softmax_p16, pack_v_half, pv_f32},
-                    /* kInt8: not built yet (issue 11 item 4) */ PvOps{}}};
+                    /* kInt8 */ PvOps{1.0f, true, softmax_u8, pack_v_i8, pv_i8}}};
   }
 };
 

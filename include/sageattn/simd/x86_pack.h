@@ -277,6 +277,69 @@ inline void pack_v_rows(const uint8_t* src, int64_t row_stride, int rows, int dv
   }
 }
 
+// ---------------------------------------------------------------------------------
+// int8 V tile -> the int8 P·V mode's words (layout: simd/pv_int8_kernels.h).
+// ---------------------------------------------------------------------------------
+template <int K>
+void pack_v_i8_words(const int8_t* src, int64_t row_stride, int rows, int dv, int dvp, int32_t* dst) {
+  static_assert(K == 2 || K == 4, "a word holds 4 int8 or 2 int16 keys");
+  const int steps = ceil_div(rows, K);
+  for (int g = 0; g < steps; ++g) {
+    const int j0 = g * K;
+    const int8_t* r0 = src + j0 * row_stride;
+    int32_t* out = dst + static_cast<int64_t>(g) * dvp;
+    int c = 0;
+    if (j0 + K <= rows) {
+      if constexpr (K == 4) {
+        // Bytes of 4 keys x 16 columns -> 16 words: interleave bytes (keys 0/1, 2/3),
+        // then 16-bit pairs, giving (k0 k1 k2 k3) per column in column order.
+        for (; c + 16 <= dv; c += 16) {
+          const __m128i a0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r0 + c));
+          const __m128i a1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r0 + row_stride + c));
+          const __m128i a2 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r0 + 2 * row_stride + c));
+          const __m128i a3 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r0 + 3 * row_stride + c));
+          const __m128i t0 = _mm_unpacklo_epi8(a0, a1), t1 = _mm_unpackhi_epi8(a0, a1);
+          const __m128i t2 = _mm_unpacklo_epi8(a2, a3), t3 = _mm_unpackhi_epi8(a2, a3);
+          __m128i* o = reinterpret_cast<__m128i*>(out + c);
+          _mm_storeu_si128(o, _mm_unpacklo_epi16(t0, t2));
+          _mm_storeu_si128(o + 1, _mm_unpackhi_epi16(t0, t2));
+          _mm_storeu_si128(o + 2, _mm_unpacklo_epi16(t1, t3));
+          _mm_storeu_si128(o + 3, _mm_unpackhi_epi16(t1, t3));
+        }
+      } else {
+        // 2 keys x 16 columns, sign-extended to int16 and interleaved per column.
+        for (; c + 16 <= dv; c += 16) {
+          const __m256i a = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r0 + c)));
+          const __m256i b = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r0 + row_stride + c)));
+          const __m256i lo = _mm256_unpacklo_epi16(a, b);  // columns 0-3 | 8-11
+          const __m256i hi = _mm256_unpackhi_epi16(a, b);  // columns 4-7 | 12-15
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + c), _mm256_permute2x128_si256(lo, hi, 0x20));
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + c + 8), _mm256_permute2x128_si256(lo, hi, 0x31));
+        }
+      }
+    }
+    for (; c < dvp; ++c) {  // tail columns, the last keys, and the zero padding
+      uint32_t word = 0;
+      for (int t = 0; t < K; ++t) {
+        const int8_t x = (j0 + t < rows && c < dv) ? r0[t * row_stride + c] : 0;
+        word |= K == 4 ? static_cast<uint32_t>(static_cast<uint8_t>(x)) << (8 * t)
+                       : static_cast<uint32_t>(static_cast<uint16_t>(static_cast<int16_t>(x))) << (16 * t);
+      }
+      out[c] = static_cast<int32_t>(word);
+    }
+  }
+}
+
+// u8 P codes -> u16 (the 2-key words of the 16-bit int8 P·V path); n a multiple of 4.
+inline void widen_u8(const uint8_t* src, int n, uint16_t* dst) {
+  int j = 0;
+  for (; j + 16 <= n; j += 16) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + j),
+                        _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + j))));
+  }
+  for (; j < n; ++j) dst[j] = src[j];
+}
+
 }  // namespace x86
 
 // The packers of one ISA's traits: W keys per K panel, offset-128 int8 Q or not.
@@ -298,6 +361,12 @@ struct X86Pack {
                     const float* row_scale, float* dst) {
     x86::pack_v_rows(src, row_stride, rows, dv, channel_scale, row_scale, dst);
   }
+  // The int8 P·V mode: V codes as K-key words, and P codes widened for 2-key words.
+  template <int K>
+  static void v_i8(const int8_t* src, int64_t row_stride, int rows, int dv, int dvp, int32_t* dst) {
+    x86::pack_v_i8_words<K>(src, row_stride, rows, dv, dvp, dst);
+  }
+  static void widen_u8(const uint8_t* src, int n, uint16_t* dst) { x86::widen_u8(src, n, dst); }
 };
 
 }  // namespace
