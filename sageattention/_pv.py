@@ -2,12 +2,24 @@
 
 One Enum carries the choice from the entry points (core.py's plan) to the backends; its
 FFI code is the C++ core's `sageattn::PvMode` (include/sageattn/tile_ops.h).
+
+Which 8-bit mode a call runs is resolved here too (docs/DESIGN.md, "The int8 P·V mode"):
+the `pv_quant_dtype` keyword ("fp8", the default, or "int8"), else the SAGEATTN_CPU_PV
+environment variable on the CPU backend, else fp8. The variable is for clients that cannot pass our
+keyword (diffusers, ComfyUI call `sageattn` or the upstream fp8-PV names with upstream's
+arguments); its name says CPU because only the CPU backend has the int8 mode, so other
+backends do not read it. Any other value of either is a ValueError naming it; an empty
+variable counts as unset.
 """
 from __future__ import annotations
 
 import enum
+import os
+from typing import Any, Optional
 
 import torch
+
+from ._types import VQuantDType
 
 
 class PvMode(enum.Enum):
@@ -53,3 +65,41 @@ def pv_mode_of_v(v: torch.Tensor) -> PvMode:
     if mode is None:
         raise TypeError(f"v: expected float8_e4m3fn or int8 codes, or float16/bfloat16 for 16-bit P·V; got {v.dtype}")
     return mode
+
+
+# ---- the 8-bit P·V mode of a call --------------------------------------------------------
+ENV_VAR = "SAGEATTN_CPU_PV"
+_MODE_OF_NAME = {"fp8": PvMode.FP8, "int8": PvMode.INT8}
+
+
+def check_v_quant_dtype(value: Any, name: str) -> VQuantDType:
+    """`value` as an 8-bit P·V / V code type ("fp8" or "int8"); ValueError naming `name`."""
+    if not isinstance(value, str) or value not in _MODE_OF_NAME:
+        raise ValueError(f"{name}: expected 'fp8' or 'int8', got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def env_pv_quant_dtype() -> Optional[VQuantDType]:
+    """What SAGEATTN_CPU_PV asks for, or None when it is unset or empty."""
+    raw = os.environ.get(ENV_VAR)
+    if raw is None or raw == "":
+        return None
+    return check_v_quant_dtype(raw, f"environment variable {ENV_VAR}")
+
+
+def resolve_pv_mode(pv_quant_dtype: Optional[str], backend_name: str) -> PvMode:
+    """The 8-bit P·V mode of one call on the backend `backend_name`: the keyword when given
+    (already checked), else SAGEATTN_CPU_PV for the CPU backend, else fp8. (The backend,
+    not the device: SAGEATTN_BACKEND may hand CPU tensors to another backend.)"""
+    if pv_quant_dtype is None and backend_name == "cpu":
+        pv_quant_dtype = env_pv_quant_dtype()
+    return _MODE_OF_NAME[pv_quant_dtype or "fp8"]
+
+
+def check_backend_runs(mode: PvMode, backend: Any) -> None:
+    """NotImplementedError naming the backend when it has no such P·V mode (backends list
+    theirs in `pv_modes`; one that does not is taken to run fp8 only)."""
+    if mode is PvMode.INT8 and mode not in getattr(backend, "pv_modes", (PvMode.FP8,)):
+        raise NotImplementedError(
+            f"pv_quant_dtype: 'int8' (the int8 P·V mode) is not available on the '{backend.name}' backend; "
+            "it runs on CPU only")

@@ -16,7 +16,7 @@ import torch
 from ._backends import get_backend
 from ._grad import guard_forward_only
 from ._masks import prepare_mask
-from ._pv import PvMode
+from ._pv import PvMode, check_backend_runs, check_v_quant_dtype, resolve_pv_mode
 from ._recipes import TRITON_BLOCKS, ResolvedRecipe, resolve, resolve_named
 from ._validate import check_qk_quant_dtype, check_qkv, resolve_sm_scale, to_nhd
 from .varlen import sageattn_varlen
@@ -39,7 +39,8 @@ class _Plan:
 
     recipe: ResolvedRecipe
     qk_dtype: str = "int8"
-    pv_mode: PvMode = PvMode.FP8
+    pv_mode: PvMode = PvMode.FP8  # HALF, or the 8-bit mode resolved by _run from pv_quant_dtype
+    pv_quant_dtype: Optional[str] = None  # the 8-bit P·V keyword, checked; None: not given
     smooth_k: bool = True
     smooth_v: bool = False
     fp8_output: bool = False
@@ -69,6 +70,8 @@ def _run(q: Any, k: Any, v: Any, tensor_layout: Any, is_causal: bool, sm_scale: 
     _warn_foreign_kwargs(kwargs)
     check_qkv(q, k, v, tensor_layout)
     backend = get_backend(q.device)
+    pv_mode = plan.pv_mode if plan.pv_mode is PvMode.HALF else resolve_pv_mode(plan.pv_quant_dtype, backend.name)
+    check_backend_runs(pv_mode, backend)
     qn, kn, vn = (to_nhd(x, tensor_layout) for x in (q, k, v))
     b, nq, hq, d = qn.shape
     nk, hkv, dv = kn.shape[1], kn.shape[2], vn.shape[3]
@@ -86,9 +89,11 @@ def _run(q: Any, k: Any, v: Any, tensor_layout: Any, is_causal: bool, sm_scale: 
     want_lse = bool(return_lse) or v_mean is not None  # smooth_v needs to know empty rows
     qq = backend.quantize_qk(qn, kn, quant_recipe=plan.recipe, qk_quant_dtype=plan.qk_dtype,
                              smooth_k=plan.smooth_k)
-    if not plan.pv_mode.quantizes_v:
+    if not pv_mode.quantizes_v:
         v_codes, v_scale = vn, None
-    else:
+    elif pv_mode is PvMode.INT8:
+        v_codes, v_scale = backend.quantize_v(vn, quant_recipe=plan.recipe, dtype="int8")
+    else:  # fp8 V: every backend's default, so one that runs nothing else need not take dtype
         v_codes, v_scale = backend.quantize_v(vn, quant_recipe=plan.recipe)
     result = backend.attention_quantized(
         qq.q_codes, qq.k_codes, v_codes, qq.q_scale, qq.k_scale, v_scale, scale, bool(is_causal),
@@ -136,40 +141,40 @@ def sageattn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tensor_layout: s
              qk_quant_gran: Optional[str] = ..., qk_quant_dtype: str = ...,
              quant_recipe: Optional[Sequence[int]] = ..., smooth_k: bool = ...,
              fp8_output: Literal[False] = ..., *, attn_mask: Optional[torch.Tensor] = ...,
-             **kwargs: Any) -> torch.Tensor: ...
+             pv_quant_dtype: Optional[str] = ..., **kwargs: Any) -> torch.Tensor: ...
 @overload
 def sageattn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tensor_layout: str = ...,
              is_causal: bool = ..., sm_scale: Optional[float] = ..., *, return_lse: Literal[True],
              qk_quant_gran: Optional[str] = ..., qk_quant_dtype: str = ...,
              quant_recipe: Optional[Sequence[int]] = ..., smooth_k: bool = ...,
              fp8_output: Literal[False] = ..., attn_mask: Optional[torch.Tensor] = ...,
-             **kwargs: Any) -> Tuple[torch.Tensor, torch.Tensor]: ...
+             pv_quant_dtype: Optional[str] = ..., **kwargs: Any) -> Tuple[torch.Tensor, torch.Tensor]: ...
 @overload
 def sageattn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tensor_layout: str = ...,
              is_causal: bool = ..., sm_scale: Optional[float] = ..., return_lse: Literal[False] = ...,
              qk_quant_gran: Optional[str] = ..., qk_quant_dtype: str = ...,
              quant_recipe: Optional[Sequence[int]] = ..., smooth_k: bool = ..., *,
              fp8_output: Literal[True], attn_mask: Optional[torch.Tensor] = ...,
-             **kwargs: Any) -> Tuple[torch.Tensor, torch.Tensor]: ...
+             pv_quant_dtype: Optional[str] = ..., **kwargs: Any) -> Tuple[torch.Tensor, torch.Tensor]: ...
 @overload
 def sageattn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tensor_layout: str = ...,
              is_causal: bool = ..., sm_scale: Optional[float] = ..., *, return_lse: Literal[True],
              qk_quant_gran: Optional[str] = ..., qk_quant_dtype: str = ...,
              quant_recipe: Optional[Sequence[int]] = ..., smooth_k: bool = ...,
              fp8_output: Literal[True], attn_mask: Optional[torch.Tensor] = ...,
-             **kwargs: Any) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+             pv_quant_dtype: Optional[str] = ..., **kwargs: Any) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
 @overload  # return_lse / fp8_output passed positionally (MATE's order): the form depends on them
 def sageattn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tensor_layout: str = ...,
              is_causal: bool = ..., sm_scale: Optional[float] = ..., return_lse: bool = ...,
              qk_quant_gran: Optional[str] = ..., qk_quant_dtype: str = ...,
              quant_recipe: Optional[Sequence[int]] = ..., smooth_k: bool = ...,
              fp8_output: bool = ..., *, attn_mask: Optional[torch.Tensor] = ...,
-             **kwargs: Any) -> Result: ...
+             pv_quant_dtype: Optional[str] = ..., **kwargs: Any) -> Result: ...
 
 
 def sageattn(q, k, v, tensor_layout="HND", is_causal=False, sm_scale=None, return_lse=False,
              qk_quant_gran="per_thread", qk_quant_dtype="int8", quant_recipe=None, smooth_k=True,
-             fp8_output=False, *, attn_mask=None, **kwargs):
+             fp8_output=False, *, attn_mask=None, pv_quant_dtype=None, **kwargs):
     """8-bit attention, SageAttention-compatible.
 
     q: (B, Hq, Nq, D) for "HND" or (B, Nq, Hq, D) for "NHD"; k, v: Hkv heads with
@@ -178,6 +183,8 @@ def sageattn(q, k, v, tensor_layout="HND", is_causal=False, sm_scale=None, retur
     fp32 online softmax. `quant_recipe` (q_block, k_block, dqk_block, dv_block)
     overrides `qk_quant_gran`. `attn_mask`: bool (True keeps) or additive float,
     broadcast to (B, Hq, Nq, Nk); not combinable with `is_causal`.
+    `pv_quant_dtype`: "fp8" or "int8" (the CPU's opt-in int8 P·V mode); None (the
+    default) reads SAGEATTN_CPU_PV on CPU and is fp8 otherwise (docs/DESIGN.md).
 
     Positional order: upstream's (up to return_lse), then MATE's wrapper's
     (qk_quant_gran, qk_quant_dtype, quant_recipe, smooth_k, fp8_output).
@@ -187,17 +194,23 @@ def sageattn(q, k, v, tensor_layout="HND", is_causal=False, sm_scale=None, retur
     Unknown keyword arguments are accepted and ignored, as upstream does.
     """
     plan = _Plan(resolve(quant_recipe, qk_quant_gran), check_qk_quant_dtype(qk_quant_dtype),
-                 smooth_k=bool(smooth_k), fp8_output=bool(fp8_output))
+                 smooth_k=bool(smooth_k), fp8_output=bool(fp8_output),
+                 pv_quant_dtype=_pv_keyword(pv_quant_dtype))
     return _run(q, k, v, tensor_layout, is_causal, sm_scale, return_lse, plan, attn_mask, kwargs)
+
+
+def _pv_keyword(pv_quant_dtype: Any) -> Optional[str]:
+    return None if pv_quant_dtype is None else check_v_quant_dtype(pv_quant_dtype, "pv_quant_dtype")
 
 
 # ---- upstream-named variants ----------------------------------------------------------------
 def _sm90(q, k, v, tensor_layout="HND", is_causal=False, qk_quant_gran="per_thread", sm_scale=None,
           pv_accum_dtype="fp32+fp32", smooth_k=True, return_lse=False, *, qk_quant_dtype="int8",
-          fp8_output=False, quant_recipe=None, attn_mask=None, **kwargs) -> Result:
+          fp8_output=False, quant_recipe=None, attn_mask=None, pv_quant_dtype=None, **kwargs) -> Result:
     _check_choice(pv_accum_dtype, ("fp32+fp32", "fp32"), "pv_accum_dtype")
     plan = _Plan(resolve_named(qk_quant_gran, quant_recipe), check_qk_quant_dtype(qk_quant_dtype),
-                 smooth_k=bool(smooth_k), fp8_output=bool(fp8_output))
+                 smooth_k=bool(smooth_k), fp8_output=bool(fp8_output),
+                 pv_quant_dtype=_pv_keyword(pv_quant_dtype))
     return _run(q, k, v, tensor_layout, is_causal, sm_scale, return_lse, plan, attn_mask, kwargs)
 
 
@@ -250,7 +263,8 @@ def sageattn_qk_int8_pv_fp8_cuda_sm90(*args: Any, **kwargs: Any) -> Result:
 
     qk_quant_gran: "per_thread" (the default recipe) or "per_warp" (Q per 32 tokens, K per
     64 tokens). P·V always accumulates in fp32 on CPU; pv_accum_dtype takes upstream's
-    values ("fp32+fp32", "fp32").
+    values ("fp32+fp32", "fp32"). pv_quant_dtype (keyword) / SAGEATTN_CPU_PV as for
+    `sageattn`.
 
     The 7th positional argument selects the order (docs/CONTRACT.md §6): a str is MATE's
     `qk_quant_dtype` and the rest follow MATE's wrapper (qk_quant_dtype, sm_scale,
@@ -267,13 +281,15 @@ sageattn_qk_int8_pv_fp8_cuda_sm90.__signature__ = inspect.signature(_sm90)  # ty
 
 def sageattn_qk_int8_pv_fp8_cuda(q, k, v, tensor_layout="HND", is_causal=False, qk_quant_gran="per_thread",
                                  sm_scale=None, pv_accum_dtype="fp32+fp16", smooth_k=True, smooth_v=False,
-                                 return_lse=False, *, attn_mask=None, **kwargs) -> Result:
+                                 return_lse=False, *, attn_mask=None, pv_quant_dtype=None, **kwargs) -> Result:
     """Upstream's SM89 entry: int8 Q·Kᵀ, fp8 P·V. pv_accum_dtype: "fp32", "fp32+fp32" or
     "fp32+fp16" (all accumulate in fp32 on CPU). smooth_v is honoured with "fp32+fp32",
-    as upstream does, and ignored otherwise."""
+    as upstream does, and ignored otherwise. pv_quant_dtype / SAGEATTN_CPU_PV as for
+    `sageattn`."""
     _check_choice(pv_accum_dtype, ("fp32", "fp32+fp32", "fp32+fp16"), "pv_accum_dtype")
     plan = _Plan(resolve_named(qk_quant_gran), "int8", smooth_k=bool(smooth_k),
-                 smooth_v=bool(smooth_v) and pv_accum_dtype == "fp32+fp32")
+                 smooth_v=bool(smooth_v) and pv_accum_dtype == "fp32+fp32",
+                 pv_quant_dtype=_pv_keyword(pv_quant_dtype))
     return _run(q, k, v, tensor_layout, is_causal, sm_scale, return_lse, plan, attn_mask, kwargs)
 
 

@@ -13,7 +13,7 @@ from ._backends import get_backend
 from ._recipes import DEFAULT_RECIPE, normalize_recipe
 from ._types import QuantizedQK, QuantizedV, VQuantDType
 from ._masks import prepare_mask
-from ._pv_mode import check_v_quant_dtype
+from ._pv import check_v_quant_dtype
 from ._validate import (check_out_buffer, check_qk_quant_dtype, check_same_device, check_tensor,
                         resolve_sm_scale)
 
@@ -85,8 +85,10 @@ def attention_quantized(q, k, v, q_scale, k_scale, v_scale, softmax_scale, causa
                         quant_recipe=DEFAULT_RECIPE, return_lse=False, fp8_output=False, *,
                         k_mean=None, out_dtype=torch.bfloat16, out=None, out_scale=None,
                         attn_mask=None) -> Union[torch.Tensor, Tuple[torch.Tensor, ...]]:
-    """Attention on pre-quantized Q/K (int8 or fp8) and V (fp8) codes. An unquantized
-    float16/bfloat16 `v` (with `v_scale=None`) selects 16-bit P·V instead.
+    """Attention on pre-quantized Q/K (int8 or fp8) and V codes. V's dtype selects the
+    P·V mode: fp8 codes (the default mode), int8 codes from `quantize_v(dtype="int8")`
+    (the CPU's int8 P·V mode), or an unquantized float16/bfloat16 `v` with
+    `v_scale=None` (16-bit P·V).
 
     Returns `out`, `(out, lse)`, `(out_fp8, out_scale)` or `(out_fp8, out_scale, lse)`:
     out (B, Nq, Hq, Dv) in `out_dtype`; lse float32 (B, Hq, Nq), natural log, for the
@@ -102,8 +104,8 @@ def attention_quantized(q, k, v, q_scale, k_scale, v_scale, softmax_scale, causa
             raise ValueError(f"{name}: expected a 4-D (B, N, H, D) tensor, got shape {tuple(t.shape)}")
     if q.dtype not in (torch.int8, torch.float8_e4m3fn) or k.dtype != q.dtype:
         raise TypeError(f"q, k: expected int8 or float8_e4m3fn codes of one dtype, got {q.dtype} and {k.dtype}")
-    if v.dtype != torch.float8_e4m3fn and not half_v:
-        raise TypeError(f"v: expected float8_e4m3fn codes, or float16/bfloat16 for 16-bit P·V; got {v.dtype}")
+    if v.dtype not in (torch.float8_e4m3fn, torch.int8) and not half_v:
+        raise TypeError(f"v: expected float8_e4m3fn or int8 codes, or float16/bfloat16 for 16-bit P·V; got {v.dtype}")
     if half_v and fp8_output:
         raise ValueError("fp8_output: not available with 16-bit P·V (unquantized v)")
     if out_dtype not in (torch.float16, torch.bfloat16, torch.float32):

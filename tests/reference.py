@@ -345,14 +345,16 @@ def reference_sageattn(
     qk_dtype: str = "int8",
     smooth_k: bool = True,
     quantize_p: bool = False,
+    v_dtype: str = "fp8",
 ) -> RefResult:
-    """Quantize-dequantize by the recipe, then exact attention (SEMANTICS.md §3)."""
+    """Quantize-dequantize by the recipe, then exact attention (SEMANTICS.md §3).
+    ``v_dtype="int8"``: V quantized as in the int8 P·V mode."""
     qn, kn, vn = to_nhd(q, tensor_layout), to_nhd(k, tensor_layout), to_nhd(v, tensor_layout)
     D = qn.shape[-1]
     if sm_scale is None:
         sm_scale = 1.0 / math.sqrt(D)
     rq = quantize_qk_reference(qn, kn, recipe, qk_dtype, smooth_k)
-    rv = quantize_v_reference(vn, recipe)
+    rv = quantize_v_reference(vn, recipe, v_dtype)
     q_hat = dequantize_tokens(rq.q_codes, rq.q_scale, q_grouping(recipe))
     k_hat = dequantize_tokens(rq.k_codes, rq.k_scale, k_grouping(recipe))
     v_hat = dequantize_v(rv.v_codes, rv.v_scale, recipe)
@@ -363,6 +365,68 @@ def reference_sageattn(
         corr = torch.einsum("bnhd,bhd->bhn", q_hat, mean) * sm_scale
         lse = lse + corr
     return RefResult(from_nhd(out, tensor_layout), lse, q_hat, k_hat, v_hat)
+
+
+INT8_PV_TILE = 64  # keys per tile: the int8 P·V mode's P scale is per row and per tile
+LOG2E = 1.4426950408889634
+
+
+@single_threaded
+def int8_pv_attention_nhd(
+    q_hat: torch.Tensor,
+    k_hat: torch.Tensor,
+    v_codes: torch.Tensor,
+    v_scale: torch.Tensor,
+    recipe: Recipe,
+    sm_scale: float,
+    is_causal: bool = False,
+    tile: int = INT8_PV_TILE,
+) -> torch.Tensor:
+    """The int8 P·V mode's arithmetic, written out independently (docs/DESIGN.md, P·V modes):
+    a flash loop over key tiles with the running row max m (log2 units); per tile
+    p = 2^(s - m) (float64 here), pmax = max over the tile's keys, P codes
+    round_half_even(p · 255 / pmax), and o = o·alpha + (codes · v_codes) · pmax/255
+    (· V's scale when it is per token block); l sums the unrounded p. At the end
+    out = o / l (· V's per-channel scale). Rows with no visible key give 0.
+
+    q_hat, k_hat: dequantized (B, N, H, D); v_codes int8 (B, Nk, Hkv, Dv) with the
+    recipe's V scale. Returns float32 (B, Nq, Hq, Dv)."""
+    B, Nq, Hq, D = q_hat.shape
+    Nk, Hkv, Dv = k_hat.shape[1], k_hat.shape[2], v_codes.shape[3]
+    rep = Hq // Hkv
+    qf = q_hat.double().permute(0, 2, 1, 3)  # (B, Hq, Nq, D)
+    kf = k_hat.double().permute(0, 2, 1, 3).repeat_interleave(rep, dim=1)  # (B, Hq, Nk, D)
+    vc = v_codes.double().permute(0, 2, 1, 3).repeat_interleave(rep, dim=1)  # (B, Hq, Nk, Dv)
+    s = torch.matmul(qf, kf.transpose(-1, -2)) * (sm_scale * LOG2E)
+    if is_causal:
+        s = s.masked_fill(~torch.ones(Nq, Nk, dtype=torch.bool).tril(), float("-inf"))
+    mode = v_mode(tuple(recipe))  # type: ignore[arg-type]
+    if mode == "tensor":
+        tok_scale = v_scale.double().reshape(1, 1, 1).expand(B, Hkv, Nk)
+    elif mode == "block128":
+        tok_scale = v_scale.double()[:, :, torch.arange(Nk) // 128]
+    else:
+        tok_scale = torch.ones(B, Hkv, Nk, dtype=torch.float64)
+    tok_scale = tok_scale.repeat_interleave(rep, dim=1)  # (B, Hq, Nk)
+    m = torch.full((B, Hq, Nq, 1), float("-inf"), dtype=torch.float64)
+    l = torch.zeros((B, Hq, Nq, 1), dtype=torch.float64)
+    o = torch.zeros((B, Hq, Nq, Dv), dtype=torch.float64)
+    for j0 in range(0, Nk, tile):
+        st = s[..., j0:j0 + tile]
+        m_new = torch.maximum(m, st.amax(dim=-1, keepdim=True))
+        seen = torch.isfinite(m_new)
+        alpha = torch.where(seen, torch.exp2(m - m_new), torch.ones_like(m))
+        p = torch.where(seen, torch.exp2(st - m_new), torch.zeros_like(st))
+        pmax = p.amax(dim=-1, keepdim=True)
+        codes = torch.where(pmax > 0, torch.round(p * (255.0 / pmax.clamp_min(1e-300))), torch.zeros_like(p))
+        ts = tok_scale[..., j0:j0 + tile][:, :, None, :1]  # one V scale per tile (block128 ⊃ tile)
+        o = o * alpha + torch.matmul(codes, vc[:, :, j0:j0 + tile]) * (pmax / 255.0) * ts
+        l = l * alpha + p.sum(dim=-1, keepdim=True)
+        m = m_new
+    out = torch.where(l > 0, o / torch.where(l > 0, l, torch.ones_like(l)), torch.zeros_like(o))
+    if mode == "channel":
+        out = out * v_scale.double().repeat_interleave(rep, dim=1)[:, :, None, :]
+    return out.permute(0, 2, 1, 3).float().contiguous()
 
 
 @single_threaded

@@ -74,6 +74,9 @@ def _cases() -> dict[str, tuple[Callable[..., Any], Callable[[], tuple[torch.Ten
                                                                     smooth_v=True), _qkv),
         "fp8_cuda_sm90": (lambda q, k, v: s.sageattn_qk_int8_pv_fp8_cuda_sm90(q, k, v, "NHD", True),
                           lambda: _qkv("NHD")),
+        "sageattn_pv_int8": (lambda q, k, v: s.sageattn(q, k, v, pv_quant_dtype="int8", return_lse=True,
+                                                        quant_recipe=(128, 128, -1, 128)), _qkv),
+        "ops_pipeline_pv_int8": (_pipeline_int8, lambda: _qkv("NHD")),
         "varlen": (lambda q, k, v, cq, ck: s.sageattn_varlen(q, k, v, cq, ck, 17, 29, is_causal=True),
                    _packed),
         "ops_quantize_qk": (lambda q, k: tuple(ops.quantize_qk(q, k)),
@@ -107,6 +110,22 @@ def _pipeline(q, k, v):
     vq = ops.quantize_v(v)
     return ops.attention_quantized(qk.q_codes, qk.k_codes, vq.v_codes, qk.q_scale, qk.k_scale, vq.v_scale,
                                    0.2, fp8_output=True, return_lse=True, k_mean=qk.k_mean)
+
+
+def _pipeline_int8(q, k, v):
+    qk = ops.quantize_qk(q, k)
+    vq = ops.quantize_v(v, dtype="int8")
+    return ops.attention_quantized(qk.q_codes, qk.k_codes, vq.v_codes, qk.q_scale, qk.k_scale, vq.v_scale,
+                                   None, True, return_lse=True, k_mean=qk.k_mean)
+
+
+def test_compile_reads_sageattn_cpu_pv(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SAGEATTN_CPU_PV under torch.compile: the traced call runs the mode it names."""
+    q, k, v = _qkv()
+    monkeypatch.setenv("SAGEATTN_CPU_PV", "int8")
+    want = sageattention.sageattn(q, k, v, pv_quant_dtype="int8")
+    got = torch.compile(lambda q, k, v: sageattention.sageattn(q, k, v), backend="eager", fullgraph=True)(q, k, v)
+    _assert_same(got, want)
 
 
 def _as_tuple(x: Any) -> tuple[Any, ...]:

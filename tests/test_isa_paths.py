@@ -10,9 +10,9 @@ For each path of the core's ISA table (``_lib.cpu_isa_names()``) that this CPU c
   see no key identical (output 0, LSE -inf);
 - the public ``sageattn`` (bf16 output) agrees to a bf16 rounding step.
 
-Shapes cover int8 and fp8 Q·K, causal, GQA, Nq != Nk, tails of every tile size, head
-dims that are not multiples of 8 / 16, every quantization recipe and a boolean mask
-with fully masked rows. The SIMD tile kernels are tested tile by tile in tests/cpp.
+Shapes cover int8 and fp8 Q·K, both 8-bit P·V modes (fp8 and int8), causal, GQA,
+Nq != Nk, tails of every tile size, head dims that are not multiples of 8 / 16, every
+quantization recipe and a boolean mask with fully masked rows. The SIMD tile kernels are tested tile by tile in tests/cpp.
 """
 
 from __future__ import annotations
@@ -82,28 +82,29 @@ def _inputs(case, seed=0):
     return q, k, v
 
 
-def _run(case, q, k, v):
-    """Quantized codes, fp32 attention on them (+LSE), and the public sageattn output."""
+def _run(case, q, k, v, pv_dtype="fp8"):
+    """Quantized codes, fp32 attention on them (+LSE), and the public sageattn output, in
+    the 8-bit P·V mode `pv_dtype`."""
     causal, dtype, recipe = case[7], case[8], case[9]
     qq = ops.quantize_qk(q, k, quant_recipe=recipe, qk_quant_dtype=dtype)
-    qv = ops.quantize_v(v, quant_recipe=recipe)
+    qv = ops.quantize_v(v, quant_recipe=recipe, dtype=pv_dtype)
     out, lse = ops.attention_quantized(qq.q_codes, qq.k_codes, qv.v_codes, qq.q_scale, qq.k_scale, qv.v_scale, None,
                                        causal=causal, quant_recipe=recipe, return_lse=True, k_mean=qq.k_mean,
                                        out_dtype=torch.float32)
     pub = sageattention.sageattn(q, k, v, tensor_layout="NHD", is_causal=causal, quant_recipe=recipe,
-                                 qk_quant_dtype=dtype)
+                                 qk_quant_dtype=dtype, pv_quant_dtype=pv_dtype)
     return qq, qv, out, lse, pub
 
 
-def _reference(case, idx):
-    if idx not in _ref_cache:
+def _reference(case, idx, pv_dtype="fp8"):
+    if (idx, pv_dtype) not in _ref_cache:
         q, k, v = _inputs(case)
         _use("scalar")
         try:
-            _ref_cache[idx] = _run(case, q, k, v)
+            _ref_cache[(idx, pv_dtype)] = _run(case, q, k, v, pv_dtype)
         finally:
             _lib.set_cpu_isa("auto")
-    return _ref_cache[idx]
+    return _ref_cache[(idx, pv_dtype)]
 
 
 def _bitwise(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -129,14 +130,15 @@ def _assert_close_lse(lse: torch.Tensor, want: torch.Tensor) -> None:
     assert bool((d <= tol).all()), f"LSE: max |diff| {d.max().item():.3e}"
 
 
+@pytest.mark.parametrize("pv_dtype", ["fp8", "int8"], ids=["pv_fp8", "pv_int8"])
 @pytest.mark.parametrize("idx", range(len(CASES)), ids=CASE_IDS)
-def test_isa_path_matches_scalar(isa: str, idx: int) -> None:
+def test_isa_path_matches_scalar(isa: str, idx: int, pv_dtype: str) -> None:
     case = CASES[idx]
-    ref_qq, ref_qv, ref_out, ref_lse, ref_pub = _reference(case, idx)
+    ref_qq, ref_qv, ref_out, ref_lse, ref_pub = _reference(case, idx, pv_dtype)
     q, k, v = _inputs(case)
     _use(isa)
     assert _lib.cpu_isa() == isa
-    qq, qv, out, lse, pub = _run(case, q, k, v)
+    qq, qv, out, lse, pub = _run(case, q, k, v, pv_dtype)
     # Quantized codes: bitwise equal across paths.
     for name in ("q_codes", "q_scale", "k_codes", "k_scale", "k_mean"):
         assert _bitwise(getattr(qq, name), getattr(ref_qq, name)), f"quantize_qk {name} differs on {isa}"
@@ -149,7 +151,8 @@ def test_isa_path_matches_scalar(isa: str, idx: int) -> None:
     _assert_close_out(pub, ref_pub, 2.0 ** -7, f"sageattn out ({isa})")
 
 
-def test_fully_masked_rows(isa: str) -> None:
+@pytest.mark.parametrize("pv_dtype", ["fp8", "int8"], ids=["pv_fp8", "pv_int8"])
+def test_fully_masked_rows(isa: str, pv_dtype: str) -> None:
     """Rows whose mask hides every key: output exactly 0 and LSE -inf on every path."""
     case = (1, 2, 2, 70, 90, 64, 64, False, "int8", (128, 16, -1, 1))
     q, k, v = _inputs(case, seed=5)
@@ -157,7 +160,7 @@ def test_fully_masked_rows(isa: str) -> None:
     mask[:, :, ::7, :] = False  # fully masked rows
     mask[:, 1, 5, :64] = False  # a row that only sees the second key tile
     qq = ops.quantize_qk(q, k)
-    qv = ops.quantize_v(v)
+    qv = ops.quantize_v(v, dtype=pv_dtype)
 
     def attend():
         return ops.attention_quantized(qq.q_codes, qq.k_codes, qv.v_codes, qq.q_scale, qq.k_scale, qv.v_scale, None,

@@ -60,9 +60,9 @@ def _bench_inputs(tensor_layout: str, dtype: torch.dtype = torch.bfloat16, seed:
 
 @functools.cache
 def _bench_reference(tensor_layout: str, is_causal: bool, recipe: Recipe, qk_dtype: str,
-                     dtype: torch.dtype = torch.bfloat16, seed: int = 0) -> ref.RefResult:
+                     dtype: torch.dtype = torch.bfloat16, seed: int = 0, v_dtype: str = "fp8") -> ref.RefResult:
     q, k, v = _bench_inputs(tensor_layout, dtype, seed)
-    return ref.reference_sageattn(q, k, v, tensor_layout, is_causal, None, recipe, qk_dtype, True)
+    return ref.reference_sageattn(q, k, v, tensor_layout, is_causal, None, recipe, qk_dtype, True, v_dtype=v_dtype)
 
 
 def _assert_bars(out: torch.Tensor, want: torch.Tensor, what: str = "out") -> None:
@@ -124,6 +124,8 @@ def test_sageattn_signature() -> None:
     assert defaults["quant_recipe"] is None
     assert defaults["smooth_k"] is True
     assert defaults["fp8_output"] is False
+    kwonly = {p.name: p.default for p in ps if p.kind == p.KEYWORD_ONLY}
+    assert "pv_quant_dtype" in kwonly and kwonly["pv_quant_dtype"] is None  # fp8, or SAGEATTN_CPU_PV
     assert ps[-1].kind == inspect.Parameter.VAR_KEYWORD
 
 
@@ -141,6 +143,7 @@ def test_sm90_signature() -> None:
     kwonly = {p.name: p.default for p in ps if p.kind == p.KEYWORD_ONLY}
     assert kwonly.get("qk_quant_dtype") == "int8"
     assert kwonly.get("fp8_output") is False
+    assert "pv_quant_dtype" in kwonly and kwonly["pv_quant_dtype"] is None  # fp8, or SAGEATTN_CPU_PV
     assert "quant_recipe" in kwonly and kwonly["quant_recipe"] is None
     assert ps[-1].kind == inspect.Parameter.VAR_KEYWORD
 
@@ -150,15 +153,18 @@ def test_sm90_signature() -> None:
 # --------------------------------------------------------------------------- #
 
 
+@pytest.mark.parametrize("pv_dtype", ["fp8", "int8"], ids=["pv_fp8", "pv_int8"])
 @pytest.mark.parametrize("is_causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("tensor_layout", ["HND", "NHD"])
 @pytest.mark.parametrize("qk_dtype", ["int8", "fp8"])
 @pytest.mark.parametrize("recipe", RECIPE_VALUES, ids=RECIPE_IDS)
-def test_accuracy_bars(recipe: Recipe, qk_dtype: str, tensor_layout: str, is_causal: bool) -> None:
+def test_accuracy_bars(recipe: Recipe, qk_dtype: str, tensor_layout: str, is_causal: bool, pv_dtype: str) -> None:
+    """The bars for both 8-bit P·V modes (int8: docs/DESIGN.md, against a reference whose
+    V is quantized to int8 the same way)."""
     q, k, v = _bench_inputs(tensor_layout)
     out, lse = sageattn(
         q, k, v, tensor_layout=tensor_layout, is_causal=is_causal, return_lse=True,
-        qk_quant_dtype=qk_dtype, quant_recipe=recipe,
+        qk_quant_dtype=qk_dtype, quant_recipe=recipe, pv_quant_dtype=pv_dtype,
     )
     assert out.dtype == q.dtype
     assert tuple(out.shape) == tuple(q.shape)
@@ -166,7 +172,7 @@ def test_accuracy_bars(recipe: Recipe, qk_dtype: str, tensor_layout: str, is_cau
     assert lse.dtype == torch.float32
     assert tuple(lse.shape) == (1, 2, 128)
 
-    want = _bench_reference(tensor_layout, is_causal, recipe, qk_dtype)
+    want = _bench_reference(tensor_layout, is_causal, recipe, qk_dtype, v_dtype=pv_dtype)
     _assert_bars(out, want.out)
     lc = ref.cosine(lse, want.lse)
     assert lc > LSE_COS_BAR, f"LSE cosine {lc:.6f}"
@@ -180,7 +186,7 @@ def test_accuracy_bars(recipe: Recipe, qk_dtype: str, tensor_layout: str, is_cau
 
     # return_lse=False gives the same output.
     out2 = sageattn(q, k, v, tensor_layout=tensor_layout, is_causal=is_causal,
-                    qk_quant_dtype=qk_dtype, quant_recipe=recipe)
+                    qk_quant_dtype=qk_dtype, quant_recipe=recipe, pv_quant_dtype=pv_dtype)
     assert isinstance(out2, torch.Tensor)
     assert ref.cosine(out2, out) > 0.99999
 

@@ -5,6 +5,7 @@ from typing import Optional, Protocol, Tuple, Union
 
 import torch
 
+from .._pv import PvMode
 from .._recipes import QuantRecipe
 from .._types import QuantizedQK, QuantizedV, VQuantDType
 
@@ -15,6 +16,7 @@ class Backend(Protocol):
     name: str
     library: str  # what runs the kernels, for error messages
     varlen: bool  # serves sageattn_varlen (packed sequences)
+    pv_modes: "frozenset[PvMode]"  # the P·V modes it runs (sageattention._pv)
 
     def quantize_qk(self, q: torch.Tensor, k: torch.Tensor, *, quant_recipe: QuantRecipe,
                     qk_quant_dtype: str, smooth_k: bool) -> QuantizedQK: ...

@@ -18,6 +18,7 @@ class CpuBackend:
     name = "cpu"
     library = "sageattention's C++ core"
     varlen = True
+    pv_modes = frozenset(PvMode)  # fp8, 16-bit and the int8 P·V mode
 
     def quantize_qk(self, q: torch.Tensor, k: torch.Tensor, *, quant_recipe: RecipeArg,
                     qk_quant_dtype: str, smooth_k: bool) -> QuantizedQK:

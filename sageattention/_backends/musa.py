@@ -27,6 +27,7 @@ from typing import Optional, Union
 
 import torch
 
+from .._pv import PvMode
 from .._recipes import QuantRecipe, ResolvedRecipe, as_resolved
 from .._types import QuantizedQK, QuantizedV, VQuantDType
 from . import mate_layout, torch_quant
@@ -70,6 +71,7 @@ class MusaBackend:
     name = "musa"
     library = "MATE, whose quantized kernels have no varlen path"
     varlen = False
+    pv_modes = frozenset({PvMode.FP8})  # MATE runs fp8 P·V only
 
     def _mate(self):
         return importlib.import_module("mate.sage_attention_interface")
@@ -96,6 +98,8 @@ class MusaBackend:
             raise NotImplementedError("attn_mask: not supported by the MATE backend (MATE has no masked kernel)")
         if v_scale is None:
             raise NotImplementedError("v: 16-bit P·V variants are not supported by the MATE backend")
+        if v.dtype == torch.int8:
+            raise NotImplementedError("v: int8 V codes (the int8 P·V mode) are not supported by the MATE backend")
         r = _mate_recipe(quant_recipe)
         for name, t in (("q", q), ("v", v)):
             if t.shape[-1] > mate_layout.MATE_MAX_HEAD_DIM:
