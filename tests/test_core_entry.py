@@ -301,6 +301,18 @@ add("af_v_scale_mode_2", "ValueError", r"v_scale_mode", af(v_scale_mode=2))
 add("af_v_scale_mode_negative", "ValueError", r"v_scale_mode", af(v_scale_mode=-1))
 add("af_pv_mode_fp8_with_half_v", "TypeError", r"\bv\b.*bfloat16", af(v=_randn((AB, NK, HKV, AD), 1)))
 add("af_pv_mode_int8_with_fp8_v", "TypeError", r"\bv\b.*float8", af(pv_mode=2))
+# The int8 P·V mode: int8 V codes (here the fp8 bytes reinterpreted: any int8 is legal).
+add("af_pv_mode_int8_ok", None, "", af(pv_mode=2, v=lambda v: v.view(I8)))
+add("af_pv_mode_int8_without_v_scale", "ValueError", r"v_scale", af(pv_mode=2, v=lambda v: v.view(I8), v_scale=None))
+add("af_pv_mode_int8_v_scale_shape", "ValueError", r"v_scale",
+    af(pv_mode=2, v=lambda v: v.view(I8), v_scale=lambda s: s[..., :-1]))
+# Its V scale is applied once per 64-key tile: a token grouping finer than that is refused.
+add("af_pv_mode_int8_v_group_inside_a_tile", "NotImplementedError", r"v_grouping",
+    af(pv_mode=2, v=lambda v: v.view(I8), v_scale_mode=1, v_scale=torch.ones(AB, HKV, -(-NK // 32)),
+       groupings=GROUPINGS[:6] + [32, 1, 32]))
+add("af_pv_mode_int8_v_group_per_128_ok", None, "",
+    af(pv_mode=2, v=lambda v: v.view(I8), v_scale_mode=1, v_scale=torch.ones(AB, HKV, -(-NK // 128)),
+       groupings=GROUPINGS[:6] + [128, 1, 128]))
 add("af_qk_fp8_with_int8_codes", "TypeError", r"\bq\b.*int8", af(qk_fp8=True))
 add("af_q_bf16", "TypeError", r"\bq\b.*bfloat16", af(q=_randn((AB, NQ, HQ, AD), 1)))
 add("af_k_fp8_with_int8_q", "TypeError", r"\bk\b.*float8", af(k=lambda k: k.to(FP8)))
