@@ -148,6 +148,19 @@ def test_backend_without_the_mode_raises_naming_itself() -> None:
     _pv.check_backend_runs(_pv.PvMode.FP8, MusaBackend())
 
 
+def test_musa_backend_refuses_the_keyword_and_ignores_the_variable(fake_mate: Any,
+                                                                  no_env: pytest.MonkeyPatch) -> None:
+    """SAGEATTN_BACKEND=musa (tests' fake MATE) on CPU tensors: the keyword is refused by
+    name, and the CPU-only variable is not read (the call runs MATE's fp8 P·V)."""
+    q, k, v = _qkv(Nq=64, Nk=64, D=64, seed=13)
+    no_env.setenv("SAGEATTN_BACKEND", "musa")
+    with pytest.raises(NotImplementedError, match=r"pv_quant_dtype.*'musa'"):
+        sageattn(q, k, v, pv_quant_dtype="int8")
+    fp8 = sageattn(q, k, v)
+    no_env.setenv(ENV, "int8")
+    assert torch.equal(sageattn(q, k, v), fp8)
+
+
 # --------------------------------------------------------------------------- #
 # Arithmetic and accuracy                                                      #
 # --------------------------------------------------------------------------- #
