@@ -205,6 +205,31 @@ def test_diffusers_wan_tiny(diffusers_sage: _CountingSageattn) -> None:
     assert sorted((c["nq"], c["nk"]) for c in calls) == [(n_video, n_txt), (n_video, n_video)], calls
 
 
+@pytest.mark.parametrize("backend", ["eager", "aot_eager"])
+def test_diffusers_sage_varlen_compiled_fullgraph(backend: str) -> None:
+    """diffusers' sage_varlen backend packs keys by `key[b, :seqlens_k[b]]` (issue 8): under
+    torch.compile(fullgraph=True) it traces, matches eager bitwise and masked SDPA."""
+    pytest.importorskip("diffusers", reason="diffusers is not installed")
+    from diffusers.models.attention_dispatch import dispatch_attention_fn
+
+    g = torch.Generator().manual_seed(21)
+    q, k, v = (torch.randn(2, n, 2, 32, generator=g).to(torch.bfloat16) for n in (16, 40, 40))
+    key_mask = torch.arange(40)[None, :] < torch.tensor([33, 9])[:, None]
+
+    def run(q, k, v, key_mask):
+        return dispatch_attention_fn(q, k, v, attn_mask=key_mask, backend="sage_varlen")
+
+    want = run(q, k, v, key_mask)
+    with torch._dynamo.config.patch(capture_scalar_outputs=True):
+        torch._dynamo.reset()
+        try:
+            got = torch.compile(run, backend=backend, fullgraph=True)(q, k, v, key_mask)
+        finally:
+            torch._dynamo.reset()
+    assert torch.equal(got, want)
+    assert _cos(want, _sdpa_fp32(q, k, v, "NHD", attn_mask=key_mask[:, None, None, :])) > 0.999
+
+
 # ---------------------------------------------------------------------------------------
 # ComfyUI
 # ---------------------------------------------------------------------------------------
