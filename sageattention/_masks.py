@@ -10,8 +10,10 @@ def prepare_mask(attn_mask: Any, is_causal: bool, b: int, hq: int, nq: int, nk: 
                  device: Optional[torch.device] = None) -> Optional[torch.Tensor]:
     """Validate and bring a mask to 4-D (B|1, H|1, Nq|1, Nk|1) without copying bool masks.
 
-    bool: True keeps a key. Floating: added to the scores (natural-log units). A fully
-    masked row gives output 0 and LSE -inf.
+    bool: True keeps a key. Floating: added to the scores (natural-log units); a finite
+    value stays finite (docs/CONTRACT.md §3), so a row covered by -finfo(dtype).max is a
+    softmax over equal scores, as in SDPA. A fully masked row (False / -inf) gives output
+    0 and LSE -inf.
     """
     if attn_mask is None:
         return None
@@ -34,6 +36,10 @@ def prepare_mask(attn_mask: Any, is_causal: bool, b: int, hq: int, nq: int, nk: 
             raise ValueError(
                 f"attn_mask: shape {tuple(attn_mask.shape)} does not broadcast to (B, H, Nq, Nk) = {target}"
             )
+    if mask.dtype == torch.float64:
+        # the core adds float32: a finite value beyond its range saturates, never becomes -inf
+        fmax = torch.finfo(torch.float32).max
+        mask = torch.where(torch.isinf(mask), mask, mask.clamp(-fmax, fmax))
     if mask.dtype != torch.bool and mask.dtype != torch.float32:
         mask = mask.float()
     return mask

@@ -44,15 +44,40 @@ def check_qkv(q: Any, k: Any, v: Any, tensor_layout: Any) -> None:
     check_nhd_shapes(qn, kn, vn)
 
 
+def known_true(cond: Any) -> bool:
+    """A size condition, decided only where its answer is known now.
+
+    Eager sizes are ints and always decided. Under torch.compile a size that depends on
+    data (diffusers' varlen packing slices `k[b, :seqlens_k[b]]`) is an unbacked symbol:
+    deciding on it would stop the trace, so it counts as false here and the op's own
+    kernel, which sees the real tensors, raises the same ValueError (docs/CONTRACT.md §4).
+    """
+    if not _is_compiling():
+        return bool(cond)
+    from torch.fx.experimental import symbolic_shapes as sym  # slow to import: tracing only
+
+    decide = getattr(sym, "guard_or_false", None)  # torch >= 2.7; older: what is provable
+    return bool(decide(cond)) if decide is not None else bool(sym.statically_known_true(cond))
+
+
+def known_to_differ(a: Any, b: Any) -> bool:
+    return known_true(a != b)
+
+
+def _is_compiling() -> bool:
+    is_compiling = getattr(torch.compiler, "is_compiling", None)
+    return bool(is_compiling()) if is_compiling is not None else False
+
+
 def check_nhd_shapes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
     """Shape rules on (B, N, H, D) views."""
-    if not (q.shape[0] == k.shape[0] == v.shape[0]):
+    if known_to_differ(q.shape[0], k.shape[0]) or known_to_differ(k.shape[0], v.shape[0]):
         raise ValueError(f"q, k, v: batch sizes differ (q={q.shape[0]}, k={k.shape[0]}, v={v.shape[0]})")
-    if k.shape[1] != v.shape[1]:
+    if known_to_differ(k.shape[1], v.shape[1]):
         raise ValueError(f"k, v: sequence lengths differ (k={k.shape[1]}, v={v.shape[1]})")
-    if k.shape[2] != v.shape[2]:
+    if known_to_differ(k.shape[2], v.shape[2]):
         raise ValueError(f"k, v: head counts differ (k={k.shape[2]}, v={v.shape[2]})")
-    if q.shape[3] != k.shape[3]:
+    if known_to_differ(q.shape[3], k.shape[3]):
         raise ValueError(f"q, k: head dims differ (q={q.shape[3]}, k={k.shape[3]})")
     hq, hkv = q.shape[2], k.shape[2]
     if hkv == 0 and hq > 0 or (hkv > 0 and hq % hkv != 0):
@@ -77,15 +102,21 @@ def resolve_sm_scale(sm_scale: Optional[float], head_dim: int) -> float:
     """Default 1/sqrt(D). NaN and inf are rejected; 0 and negative values are computed faithfully."""
     if sm_scale is None:
         return 1.0 / math.sqrt(head_dim)
+    return resolve_sm_scale_value(sm_scale, "sm_scale")
+
+
+def resolve_sm_scale_value(sm_scale: Any, name: str) -> float:
+    """A given softmax scale (a real number or a one-element tensor) as a finite float;
+    `name` is the spelling the caller used (sm_scale, softmax_scale or scale)."""
     if isinstance(sm_scale, torch.Tensor):
         if sm_scale.numel() != 1:
-            raise ValueError("sm_scale: expected a number")
+            raise ValueError(f"{name}: expected a number")
         sm_scale = float(sm_scale.item())
     if isinstance(sm_scale, (str, bytes, bool)) or not isinstance(sm_scale, numbers.Real):
-        raise TypeError(f"sm_scale: expected a real number, got {type(sm_scale).__name__}")
+        raise TypeError(f"{name}: expected a real number, got {type(sm_scale).__name__}")
     value = float(sm_scale)
     if not math.isfinite(value):
-        raise ValueError(f"sm_scale: must be finite, got {value}")
+        raise ValueError(f"{name}: must be finite, got {value}")
     return value
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import inspect
 import numbers
-import warnings
 from dataclasses import dataclass
 from typing import Any, Literal, Optional, Sequence, Tuple, Union, overload
 
@@ -15,6 +14,7 @@ import torch
 
 from ._backends import get_backend
 from ._grad import guard_forward_only
+from ._keywords import resolve_aliases
 from ._masks import prepare_mask
 from ._pv import PvMode, check_backend_runs, check_v_quant_dtype, resolve_pv_mode
 from ._recipes import TRITON_BLOCKS, ResolvedRecipe, resolve, resolve_named
@@ -46,28 +46,9 @@ class _Plan:
     fp8_output: bool = False
 
 
-# flash-attn / SDPA keywords that callers such as yunchang pass by habit. Upstream drops
-# them silently, which gives different attention than asked for: we warn, once per name.
-_FOREIGN_KWARGS = {
-    "causal": "is_causal",
-    "softmax_scale": "sm_scale",
-    "scale": "sm_scale",
-    "dropout_p": None,
-}
-_warned: set = set()
-
-
-def _warn_foreign_kwargs(kwargs: dict) -> None:
-    for name, ours in _FOREIGN_KWARGS.items():
-        if name in kwargs and name not in _warned:
-            _warned.add(name)
-            hint = f"; use {ours}=" if ours else " (no dropout in sageattention)"
-            warnings.warn(f"sageattention ignores the keyword '{name}'{hint}", UserWarning, stacklevel=3)
-
-
 def _run(q: Any, k: Any, v: Any, tensor_layout: Any, is_causal: bool, sm_scale: Optional[float],
          return_lse: bool, plan: _Plan, attn_mask: Any, kwargs: dict) -> Result:
-    _warn_foreign_kwargs(kwargs)
+    is_causal, sm_scale = resolve_aliases(is_causal, sm_scale, kwargs)
     check_qkv(q, k, v, tensor_layout)
     backend = get_backend(q.device)
     pv_mode = plan.pv_mode if plan.pv_mode is PvMode.HALF else resolve_pv_mode(plan.pv_quant_dtype, backend.name)
@@ -191,7 +172,9 @@ def sageattn(q, k, v, tensor_layout="HND", is_causal=False, sm_scale=None, retur
 
     Returns `out` (q's layout and dtype), `(out, lse)` with lse float32 (B, Hq, Nq),
     `(out_fp8, out_scale)` or `(out_fp8, out_scale, lse)` when `fp8_output=True`.
-    Unknown keyword arguments are accepted and ignored, as upstream does.
+    flash-attn/SDPA spellings are honoured: `causal` (is_causal), `softmax_scale` and
+    `scale` (sm_scale); see sageattention/_keywords.py. Other unknown keyword arguments
+    are accepted and ignored, as upstream does.
     """
     plan = _Plan(resolve(quant_recipe, qk_quant_gran), check_qk_quant_dtype(qk_quant_dtype),
                  smooth_k=bool(smooth_k), fp8_output=bool(fp8_output),

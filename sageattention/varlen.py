@@ -8,8 +8,9 @@ import torch
 from ._backends import get_backend
 from ._backends.cpu_ops import define_op
 from ._grad import guard_forward_only
+from ._keywords import resolve_aliases
 from ._recipes import TRITON_BLOCKS
-from ._validate import check_nhd_shapes, check_qkv_tensors, check_tensor, resolve_sm_scale
+from ._validate import check_nhd_shapes, check_qkv_tensors, check_tensor, known_true, resolve_sm_scale
 
 _CU_DTYPES = (torch.int32, torch.int64)
 
@@ -26,9 +27,19 @@ def _check_cu_values(cu: List[int], total: int, max_seqlen: int, name: str, max_
         raise ValueError(f"{max_name}: {max_seqlen} is smaller than the longest sequence ({longest})")
 
 
+def _check_max_seqlens(max_seqlen_q: Any, max_seqlen_k: Any) -> None:
+    for name, m in (("max_seqlen_q", max_seqlen_q), ("max_seqlen_k", max_seqlen_k)):
+        # torch.SymInt: flash-attn callers pass `seqlens.max().item()`, a traced value
+        if isinstance(m, bool) or not isinstance(m, (int, torch.SymInt)) or known_true(m < 0):
+            raise ValueError(f"{name}: expected a non-negative int, got {m!r}")
+
+
 def _varlen_attention_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
                       cu_seqlens_k: torch.Tensor, max_seqlen_q: int, max_seqlen_k: int, sm_scale: float,
                       causal: bool, smooth_k: bool) -> torch.Tensor:
+    # Sizes that depended on data while tracing were not checked by the caller: they are here.
+    check_nhd_shapes(q[None], k[None], v[None])
+    _check_max_seqlens(max_seqlen_q, max_seqlen_k)
     cu_q = [int(x) for x in cu_seqlens_q.tolist()]
     cu_k = [int(x) for x in cu_seqlens_k.tolist()]
     _check_cu_values(cu_q, q.shape[0], max_seqlen_q, "cu_seqlens_q", "max_seqlen_q")
@@ -56,8 +67,8 @@ def _varlen_attention_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
 
 
 _varlen_attention = define_op(
-    "varlen_attention(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens_q, Tensor cu_seqlens_k, int max_seqlen_q,"
-    " int max_seqlen_k, float sm_scale, bool causal, bool smooth_k) -> Tensor",
+    "varlen_attention(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens_q, Tensor cu_seqlens_k, SymInt max_seqlen_q,"
+    " SymInt max_seqlen_k, float sm_scale, bool causal, bool smooth_k) -> Tensor",
     _varlen_attention_impl, _varlen_attention_fake)
 
 
@@ -70,11 +81,11 @@ def sageattn_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlen
     cu_seqlens_q[i]:cu_seqlens_q[i+1] (int32 or int64, starting at 0, non-decreasing,
     ending at total). Causal masking applies within each sequence, top-left aligned.
     int8 Q·Kᵀ with Q per 128-token and K per 64-token blocks of each sequence, 16-bit P·V.
-    Returns (total_q, Hq, Dv) in q's dtype.
+    Returns (total_q, Hq, Dv) in q's dtype. `causal` and `softmax_scale` (flash-attn's
+    spellings) are honoured as is_causal and sm_scale. The packed lengths and max_seqlen_*
+    may depend on data under torch.compile (checked in the op on the real tensors).
     """
-    from .core import _warn_foreign_kwargs  # core imports this module: resolve at call time
-
-    _warn_foreign_kwargs(kwargs)
+    is_causal, sm_scale = resolve_aliases(is_causal, sm_scale, kwargs)
     check_qkv_tensors(q, k, v)
     for name, x in (("q", q), ("k", k), ("v", v)):
         if x.dim() != 3:
@@ -89,13 +100,11 @@ def sageattn_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlen
     if cu_seqlens_q.numel() != cu_seqlens_k.numel():
         raise ValueError(f"cu_seqlens_q, cu_seqlens_k: batch sizes differ "
                          f"({cu_seqlens_q.numel() - 1} vs {cu_seqlens_k.numel() - 1})")
-    for name, m in (("max_seqlen_q", max_seqlen_q), ("max_seqlen_k", max_seqlen_k)):
-        if isinstance(m, bool) or not isinstance(m, int) or m < 0:
-            raise ValueError(f"{name}: expected a non-negative int, got {m!r}")
+    _check_max_seqlens(max_seqlen_q, max_seqlen_k)
     backend = get_backend(q.device)  # a clear error for devices without a backend, before any work
     if not backend.varlen:
         raise NotImplementedError(f"sageattn_varlen: not supported by the {backend.name} backend ({backend.library})")
     scale = resolve_sm_scale(sm_scale, q.shape[2])
-    out = _varlen_attention(q, k, v, cu_seqlens_q.cpu(), cu_seqlens_k.cpu(), int(max_seqlen_q),
-                            int(max_seqlen_k), scale, bool(is_causal), bool(smooth_k))
+    out = _varlen_attention(q, k, v, cu_seqlens_q.cpu(), cu_seqlens_k.cpu(), max_seqlen_q, max_seqlen_k,
+                            scale, bool(is_causal), bool(smooth_k))
     return guard_forward_only(out, q, k, v)

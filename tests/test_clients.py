@@ -205,6 +205,31 @@ def test_diffusers_wan_tiny(diffusers_sage: _CountingSageattn) -> None:
     assert sorted((c["nq"], c["nk"]) for c in calls) == [(n_video, n_txt), (n_video, n_video)], calls
 
 
+@pytest.mark.parametrize("backend", ["eager", "aot_eager"])
+def test_diffusers_sage_varlen_compiled_fullgraph(backend: str) -> None:
+    """diffusers' sage_varlen backend packs keys by `key[b, :seqlens_k[b]]` (issue 8): under
+    torch.compile(fullgraph=True) it traces, matches eager bitwise and masked SDPA."""
+    pytest.importorskip("diffusers", reason="diffusers is not installed")
+    from diffusers.models.attention_dispatch import dispatch_attention_fn
+
+    g = torch.Generator().manual_seed(21)
+    q, k, v = (torch.randn(2, n, 2, 32, generator=g).to(torch.bfloat16) for n in (16, 40, 40))
+    key_mask = torch.arange(40)[None, :] < torch.tensor([33, 9])[:, None]
+
+    def run(q, k, v, key_mask):
+        return dispatch_attention_fn(q, k, v, attn_mask=key_mask, backend="sage_varlen")
+
+    want = run(q, k, v, key_mask)
+    with torch._dynamo.config.patch(capture_scalar_outputs=True):
+        torch._dynamo.reset()
+        try:
+            got = torch.compile(run, backend=backend, fullgraph=True)(q, k, v, key_mask)
+        finally:
+            torch._dynamo.reset()
+    assert torch.equal(got, want)
+    assert _cos(want, _sdpa_fp32(q, k, v, "NHD", attn_mask=key_mask[:, None, None, :])) > 0.999
+
+
 # ---------------------------------------------------------------------------------------
 # ComfyUI
 # ---------------------------------------------------------------------------------------
@@ -276,15 +301,25 @@ def _comfy_masks(b: int, s_q: int, s_k: int, seed: int) -> Dict[str, torch.Tenso
     pad_bool_3d = keep[:, None, :].expand(b, s_q, s_k)
     neg_inf = torch.zeros(b, s_q, s_k, dtype=torch.bfloat16).masked_fill(~pad_bool_3d, float("-inf"))
     bias_2d = (2.0 * torch.randn(s_q, s_k, generator=g)).to(torch.bfloat16)
+    # ComfyUI's own float masks: -finfo(dtype).max where hidden (issue 8). The last queries
+    # of batch 0 hide every key: SDPA gives them the mean of V, not zeros.
+    hide_rows = pad_bool_3d.clone()
+    hide_rows[0, -5:] = False
+    finfo_masks = {
+        f"float_3d_finfo_max_{name}": torch.zeros(b, s_q, s_k, dtype=dt).masked_fill(~hide_rows, -torch.finfo(dt).max)
+        for name, dt in (("bf16", torch.bfloat16), ("fp16", torch.float16))
+    }
     return {
         "bool_3d_padding": pad_bool_3d,
         "float_3d_neginf": neg_inf,
         "float_2d_bias": bias_2d,
         "bool_4d": keep[:, None, None, :],
+        **finfo_masks,
     }
 
 
-@pytest.mark.parametrize("kind", ["bool_3d_padding", "float_3d_neginf", "float_2d_bias", "bool_4d"])
+@pytest.mark.parametrize("kind", ["bool_3d_padding", "float_3d_neginf", "float_2d_bias", "bool_4d",
+                                  "float_3d_finfo_max_bf16", "float_3d_finfo_max_fp16"])
 def test_comfyui_attn_mask(kind: str) -> None:
     b, s_q, s_k, heads, dim_head = 2, 64, 130, 2, 32
     q, k, v = _activations(b, s_q, s_k, heads, dim_head, fused=False, seed=4)
@@ -295,3 +330,7 @@ def test_comfyui_attn_mask(kind: str) -> None:
     want = _comfy_sdpa(q, k, v, heads, mask=mask)
     assert _cos(unmasked, want) < 0.98, "test inputs: the mask must change the result"
     assert _cos(out, want) > SDPA_COS_BAR, f"masked sageattn vs masked SDPA: cosine {_cos(out, want):.5f}"
+    if "finfo_max" in kind:  # the rows that hide every key: SDPA's answer, not zeros
+        hidden, want_hidden = out[0, -5:], want[0, -5:]
+        assert hidden.abs().amax() > 0.05, "fully covered rows came back empty"
+        assert _cos(hidden, want_hidden) > SDPA_COS_BAR, _cos(hidden, want_hidden)

@@ -206,6 +206,68 @@ def test_compile_in_module() -> None:
     _assert_same(got, want)
 
 
+def _pack_by_key_mask(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor,
+                      causal: bool = False) -> torch.Tensor:
+    """diffusers' sage_varlen packing (issue 8): (B, N, H, D) inputs, keys of batch b cut
+    to `key_mask[b].sum()` with a tensor index, so the packed K/V lengths are unbacked
+    symbols under torch.compile, and max_seqlen_k is `.item()` of a tensor."""
+    b, nq = q.shape[:2]
+    seqlens_k = key_mask.sum(dim=1, dtype=torch.int32)
+    cu_q = torch.arange(0, b + 1, dtype=torch.int32) * nq
+    cu_k = torch.zeros(b + 1, dtype=torch.int32)
+    cu_k[1:] = torch.cumsum(seqlens_k, dim=0)
+    max_k = seqlens_k.max().item()
+    keys, values = [], []
+    for i in range(b):
+        keys.append(k[i, :seqlens_k[i]])
+        values.append(v[i, :seqlens_k[i]])
+    out = sageattention.sageattn_varlen(q.flatten(0, 1), torch.cat(keys), torch.cat(values), cu_q, cu_k, nq,
+                                        max_k, causal=causal)
+    return out.unflatten(0, (b, -1))
+
+
+def _key_mask(lengths: list[int], n: int) -> torch.Tensor:
+    return torch.arange(n)[None, :] < torch.tensor(lengths)[:, None]
+
+
+@pytest.mark.parametrize("backend", ["eager", "aot_eager"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_compile_varlen_data_dependent_packing(backend: str, causal: bool) -> None:
+    q = ref.randn((2, NQ, HQ, D), seed=11)
+    k = ref.randn((2, NK, HKV, D), seed=12)
+    v = ref.randn((2, NK, HKV, D), seed=13)
+    with torch._dynamo.config.patch(capture_scalar_outputs=True):
+        compiled = torch.compile(_pack_by_key_mask, backend=backend, fullgraph=True)
+        for lengths in ([NK - 7, 13], [NK, NK // 2]):  # new data, same graph
+            mask = _key_mask(lengths, NK)
+            want = _pack_by_key_mask(q, k, v, mask, causal)
+            _assert_same(compiled(q, k, v, mask, causal), want)
+            # and the packing did what it says: batch 1 sees only its first keys (varlen
+            # quantizes each sequence as the Triton variant does one batch)
+            alone = sageattention.sageattn_qk_int8_pv_fp16_triton(
+                q[1:], k[1:, :lengths[1]], v[1:, :lengths[1]], tensor_layout="NHD", is_causal=causal)
+            assert torch.equal(want[1:], alone)
+
+
+def test_compile_varlen_data_dependent_mismatch_raises() -> None:
+    """The k/v length check the trace could not decide runs in the op: same ValueError."""
+    q = ref.randn((NQ, HQ, D), seed=11)
+    k = ref.randn((NK, HKV, D), seed=12)
+    v = ref.randn((NK, HKV, D), seed=13)
+    lengths = torch.tensor([NK - 3, NK - 5])
+
+    def f(q, k, v, lengths):
+        cu_q = torch.tensor([0, NQ], dtype=torch.int32)
+        cu_k = torch.tensor([0, NK - 3], dtype=torch.int32)
+        return sageattention.sageattn_varlen(q, k[: lengths[0]], v[: lengths[1]], cu_q, cu_k, NQ, NK)
+
+    with pytest.raises(ValueError, match=r"k, v: sequence lengths differ \(k=37, v=35\)"):
+        f(q, k, v, lengths)
+    with torch._dynamo.config.patch(capture_scalar_outputs=True):
+        with pytest.raises(ValueError, match=r"k, v: sequence lengths differ \(k=37, v=35\)"):
+            torch.compile(f, backend="eager", fullgraph=True)(q, k, v, lengths)
+
+
 # --------------------------------------------------------------------------- #
 # inference_mode / no_grad                                                      #
 # --------------------------------------------------------------------------- #

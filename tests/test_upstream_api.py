@@ -98,9 +98,6 @@ GROUPINGS = {
     "per_warp": ((128, 4, 32), (64, 1, 64)),
 }
 
-FOREIGN_KWARGS = {"causal": True, "softmax_scale": 0.5, "dropout_p": 0.1, "scale": 0.5}
-
-
 def _fn(name: str) -> Callable[..., Any]:
     return getattr(sageattention, name)
 
@@ -456,6 +453,8 @@ def _call(name: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kw: An
     return _fn(name)(q, k, v, **kw)
 
 
+# flash-attn / SDPA spellings (causal, softmax_scale, scale, dropout_p) are aliases, not
+# unknown keywords: tests/test_keyword_aliases.py.
 @pytest.mark.parametrize("name", UPSTREAM_NAMES)
 def test_unknown_keywords_ignored(name: str) -> None:
     q, k, v = _inputs(Nq=48, Nk=48, D=32)
@@ -464,44 +463,6 @@ def test_unknown_keywords_ignored(name: str) -> None:
         warnings.simplefilter("error")
         out = _call(name, q, k, v, foo=1, window_size=(-1, -1), alibi_slopes=None, deterministic=True)
     assert torch.equal(out, base)
-
-
-@pytest.mark.parametrize("kw", list(FOREIGN_KWARGS))
-@pytest.mark.parametrize(
-    "name", UPSTREAM_NAMES
-)
-def test_foreign_keyword_warns_once(name: str, kw: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(core, "_warned", set())
-    q, k, v = _inputs(Nq=48, Nk=48, D=32)
-    base = _call(name, q, k, v)
-    with pytest.warns(UserWarning, match=kw) as rec:
-        out = _call(name, q, k, v, **{kw: FOREIGN_KWARGS[kw]})
-    assert sum(kw in str(w.message) for w in rec) == 1
-    assert torch.equal(out, base), f"{name}: '{kw}' was not ignored"
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert torch.equal(_call(name, q, k, v, **{kw: FOREIGN_KWARGS[kw]}), base)
-
-
-def test_foreign_keywords_warn_once_per_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(core, "_warned", set())
-    q, k, v = _inputs(Nq=32, Nk=32, D=32)
-    f = sageattention.sageattn
-    with pytest.warns(UserWarning, match="causal"):
-        f(q, k, v, causal=True)
-    with warnings.catch_warnings():  # same name again, through another entry point: silent
-        warnings.simplefilter("error")
-        sageattention.sageattn_qk_int8_pv_fp8_cuda(q, k, v, causal=True)
-    with pytest.warns(UserWarning) as rec:  # two new names in one call: one warning each
-        f(q, k, v, softmax_scale=0.3, dropout_p=0.0)
-    msgs = [str(w.message) for w in rec]
-    assert sum("softmax_scale" in m for m in msgs) == 1, msgs
-    assert sum("dropout_p" in m for m in msgs) == 1, msgs
-    with pytest.warns(UserWarning, match="'scale'"):
-        f(q, k, v, scale=0.3)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        f(q, k, v, causal=True, softmax_scale=0.3, dropout_p=0.0, scale=0.3)
 
 
 # --------------------------------------------------------------------------- #

@@ -24,6 +24,7 @@ static_assert(kTileN <= kInt8PvMaxKeys, "the int8 P·V kernels' exact sums are b
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr float kFloatMax = std::numeric_limits<float>::max();
 
 struct Dims {
   int64_t B, Nq, Nk, Hq, Hkv, D, Dv;
@@ -173,13 +174,29 @@ void store_out_row(const AttentionArgs& a, int64_t b, int64_t n, int64_t h, cons
   }
 }
 
+// Finite stays finite: ±FLT_MAX where a + b overflowed but both were finite.
+inline float add_saturating(float a, float b) {
+  const float s = a + b;
+  const bool overflowed = std::isinf(s) && std::isfinite(a) && std::isfinite(b);
+  return overflowed ? std::copysign(kFloatMax, s) : s;
+}
+
 // Adds one mask row to a score row (log2 units): bool keeps or hides, float adds.
+// A finite float mask value stays finite in log2 units and after the add (docs/CONTRACT.md
+// §3): ComfyUI masks with -finfo(bf16).max (-3.39e38), which times log2(e) overflows
+// float; SDPA adds it in natural units and stays finite, so a row it fully covers is a
+// softmax over equal finite scores (the mean of V), not an empty row. -inf still hides.
 void apply_mask_row(const TensorRef& mk, int64_t b, int64_t h, int64_t i, int64_t j0, int nk, float* row) {
   const int64_t base = bcast_offset(mk, 0, b) + bcast_offset(mk, 1, h) + bcast_offset(mk, 2, i);
   const int64_t js = mk.shape[3] == 1 ? 0 : mk.stride[3];
   if (mk.dtype == DType::kF32) {
     const float* m = mk.ptr<const float>() + base + j0 * js;
-    for (int j = 0; j < nk; ++j) row[j] += m[j * js] * kLog2e;
+    for (int j = 0; j < nk; ++j) {
+      const float bias = m[j * js];
+      const float scaled = bias * kLog2e;  // -inf and NaN pass through unchanged
+      const float term = std::isfinite(bias) ? std::fmax(-kFloatMax, std::fmin(kFloatMax, scaled)) : scaled;
+      row[j] = add_saturating(row[j], term);
+    }
   } else {
     const uint8_t* m = mk.ptr<const uint8_t>() + base + j0 * js;
     for (int j = 0; j < nk; ++j) row[j] = m[j * js] ? row[j] : kNegInf;

@@ -224,19 +224,22 @@ void softmax_new_max_and_alpha(const float* s, int lds, int mq, int nk, float* m
     const float* row = s + static_cast<int64_t>(i) * lds;
     // max(x, acc) keeps acc when x is NaN; the running sum catches NaN instead (only NaN,
     // or +inf beside -inf, makes it NaN), so a NaN score turns the whole row NaN, as the
-    // scalar `(x > mx || x != x)` rule does.
+    // scalar `(x > mx || x != x)` rule does. The sum is of x·2^-10 so that finite scores
+    // never overflow it (a tile has far fewer than 2^10 keys): saturated mask scores
+    // of both signs (±FLT_MAX) in one row must not read as +inf beside -inf.
+    const F shrink = T::set1(0x1p-10f);
     F vmax = T::set1(kNegInfF);
     F vsum = T::zero();
     int j = 0;
     for (; j + W <= nk; j += W) {
       const F x = T::load(row + j);
       vmax = T::max(x, vmax);
-      vsum = T::add(vsum, x);
+      vsum = T::fmadd(x, shrink, vsum);
     }
     if (j < nk) {
       const F x = T::load_n(row + j, nk - j, kNegInfF);
       vmax = T::max(x, vmax);
-      vsum = T::add(vsum, x);
+      vsum = T::fmadd(x, shrink, vsum);
     }
     const float total = T::hsum(vsum);
     const float mx = total != total ? total : T::hmax(vmax);
