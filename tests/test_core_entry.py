@@ -12,6 +12,8 @@ Signatures (csrc/ffi/bindings.cc):
     attention_forward(q, k, v, q_scale, k_scale, v_scale, groupings[9], v_mode, qk_fp8,
                       k_mean, mask, sm_scale, causal, out, out_scale, lse, num_threads)
 
+float8 arguments reach the core as uint8 views of the same bytes (see _lib._CoreModule).
+
 Negative strides cannot be produced through torch's DLPack export, so they are covered by
 the C++ fuzz harness (tests/fuzz) instead. Meta tensors are refused by torch's own DLPack
 conversion (RuntimeError) before the core is reached.
@@ -113,7 +115,9 @@ add("qt_x_int", "TypeError", r"argument #0", qt(x=3))
 add("qt_x_none", "TypeError", r"argument #0", qt(x=None))
 add("qt_x_meta", "RuntimeError", r"meta", qt(x=_meta))
 add("qt_codes_f16", "TypeError", r"codes.*float16", qt(codes=lambda c: c.half()))
-add("qt_codes_fp8_for_int8", "TypeError", r"codes.*float8", qt(codes=lambda c: c.to(FP8)))
+# fp8 tensors cross the C ABI as uint8 views (sageattention._lib._CoreModule): the core
+# names the dtype it received.
+add("qt_codes_fp8_for_int8", "TypeError", r"codes.*uint8.*expected int8", qt(codes=lambda c: c.to(FP8)))
 add("qt_codes_int8_for_fp8", "TypeError", r"codes.*int8", qt(fp8=True))
 add("qt_codes_shape", "ValueError", r"codes.*shape", qt(codes=lambda c: c[:, :-1]))
 add("qt_codes_3d", "ValueError", r"codes.*4-D", qt(codes=lambda c: c[0]))
@@ -299,7 +303,7 @@ add("af_v_mode_3", "ValueError", r"v_mode", af(v_mode=3))
 add("af_v_mode_negative", "ValueError", r"v_mode", af(v_mode=-1))
 add("af_qk_fp8_with_int8_codes", "TypeError", r"\bq\b.*int8", af(qk_fp8=True))
 add("af_q_bf16", "TypeError", r"\bq\b.*bfloat16", af(q=_randn((AB, NQ, HQ, AD), 1)))
-add("af_k_fp8_with_int8_q", "TypeError", r"\bk\b.*float8", af(k=lambda k: k.to(FP8)))
+add("af_k_fp8_with_int8_q", "TypeError", r"\bk\b.*uint8.*expected int8", af(k=lambda k: k.to(FP8)))
 add("af_v_int8", "TypeError", r"\bv\b.*int8", af(v=lambda v: v.view(I8)))
 add("af_v_half_in_fp8_mode", "TypeError", r"\bv\b.*bfloat16", af(v=_randn((AB, NK, HKV, AD), 1)))
 add("af_v_half_mode_ok", None, "", af(v=_randn((AB, NK, HKV, AD), 1), v_mode=2, v_scale=None))
