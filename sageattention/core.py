@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import inspect
 import numbers
-import warnings
 from dataclasses import dataclass
 from typing import Any, Literal, Optional, Sequence, Tuple, Union, overload
 
@@ -15,6 +14,7 @@ import torch
 
 from ._backends import get_backend
 from ._grad import guard_forward_only
+from ._keywords import warn_foreign_kwargs
 from ._masks import prepare_mask
 from ._recipes import TRITON_BLOCKS, ResolvedRecipe, resolve, resolve_named
 from ._validate import check_qk_quant_dtype, check_qkv, resolve_sm_scale, to_nhd
@@ -44,28 +44,9 @@ class _Plan:
     fp8_output: bool = False
 
 
-# flash-attn / SDPA keywords that callers such as yunchang pass by habit. Upstream drops
-# them silently, which gives different attention than asked for: we warn, once per name.
-_FOREIGN_KWARGS = {
-    "causal": "is_causal",
-    "softmax_scale": "sm_scale",
-    "scale": "sm_scale",
-    "dropout_p": None,
-}
-_warned: set = set()
-
-
-def _warn_foreign_kwargs(kwargs: dict) -> None:
-    for name, ours in _FOREIGN_KWARGS.items():
-        if name in kwargs and name not in _warned:
-            _warned.add(name)
-            hint = f"; use {ours}=" if ours else " (no dropout in sageattention)"
-            warnings.warn(f"sageattention ignores the keyword '{name}'{hint}", UserWarning, stacklevel=3)
-
-
 def _run(q: Any, k: Any, v: Any, tensor_layout: Any, is_causal: bool, sm_scale: Optional[float],
          return_lse: bool, plan: _Plan, attn_mask: Any, kwargs: dict) -> Result:
-    _warn_foreign_kwargs(kwargs)
+    warn_foreign_kwargs(kwargs, stacklevel=3)
     check_qkv(q, k, v, tensor_layout)
     backend = get_backend(q.device)
     qn, kn, vn = (to_nhd(x, tensor_layout) for x in (q, k, v))

@@ -8,6 +8,7 @@ import torch
 from ._backends import get_backend
 from ._backends.cpu_ops import define_op
 from ._grad import guard_forward_only
+from ._keywords import warn_foreign_kwargs
 from ._recipes import TRITON_BLOCKS
 from ._validate import check_nhd_shapes, check_qkv_tensors, check_tensor, resolve_sm_scale
 
@@ -72,9 +73,7 @@ def sageattn_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlen
     int8 Q·Kᵀ with Q per 128-token and K per 64-token blocks of each sequence, 16-bit P·V.
     Returns (total_q, Hq, Dv) in q's dtype.
     """
-    from .core import _warn_foreign_kwargs  # core imports this module: resolve at call time
-
-    _warn_foreign_kwargs(kwargs)
+    warn_foreign_kwargs(kwargs, stacklevel=2)
     check_qkv_tensors(q, k, v)
     for name, x in (("q", q), ("k", k), ("v", v)):
         if x.dim() != 3:

@@ -21,7 +21,7 @@ import reference as ref
 import torch
 
 import sageattention
-from sageattention import core
+from sageattention import _keywords, core
 
 _REQ = inspect.Parameter.empty
 
@@ -471,7 +471,7 @@ def test_unknown_keywords_ignored(name: str) -> None:
     "name", UPSTREAM_NAMES
 )
 def test_foreign_keyword_warns_once(name: str, kw: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(core, "_warned", set())
+    monkeypatch.setattr(_keywords, "_warned", set())
     q, k, v = _inputs(Nq=48, Nk=48, D=32)
     base = _call(name, q, k, v)
     with pytest.warns(UserWarning, match=kw) as rec:
@@ -484,7 +484,7 @@ def test_foreign_keyword_warns_once(name: str, kw: str, monkeypatch: pytest.Monk
 
 
 def test_foreign_keywords_warn_once_per_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(core, "_warned", set())
+    monkeypatch.setattr(_keywords, "_warned", set())
     q, k, v = _inputs(Nq=32, Nk=32, D=32)
     f = sageattention.sageattn
     with pytest.warns(UserWarning, match="causal"):
