@@ -252,10 +252,23 @@ def test_distribution_version() -> None:
 
 def test_import_needs_no_triton_or_cuda() -> None:
     """In a fresh interpreter where any `import triton` fails and no GPU is visible,
-    `import sageattention` (and every upstream name) works and loads no triton."""
+    `import sageattention` (and every upstream name) works and loads no triton.
+
+    torch is imported before triton is blocked: CUDA builds of torch look triton up
+    during their own import, which is torch's business, not ours. Any triton modules
+    torch loaded are taken out of sys.modules while sageattention imports, so a triton
+    import of ours cannot succeed by finding them there."""
     code = textwrap.dedent(
         """
         import importlib.abc, os, sys
+
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        import torch
+
+        def tritons():
+            return {m for m in sys.modules if m == "triton" or m.startswith("triton.")}
+
+        loaded_by_torch = {m: sys.modules.pop(m) for m in tritons()}
 
         class _NoTriton(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path=None, target=None):
@@ -264,14 +277,13 @@ def test_import_needs_no_triton_or_cuda() -> None:
                 return None
 
         sys.meta_path.insert(0, _NoTriton())
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
         import sageattention
         from sageattention import (sageattn, sageattn_qk_int8_pv_fp16_triton,
             sageattn_qk_int8_pv_fp16_cuda, sageattn_qk_int8_pv_fp8_cuda,
             sageattn_qk_int8_pv_fp8_cuda_sm90, sageattn_varlen)
         import sageattention.core, sageattention.ops
-        assert not [m for m in sys.modules if m == "triton" or m.startswith("triton.")]
-        import torch
+        assert not tritons(), sorted(tritons())
+        sys.modules.update(loaded_by_torch)
         assert not torch.cuda.is_initialized()
         print("OK")
         """
