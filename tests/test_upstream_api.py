@@ -1,4 +1,4 @@
-"""The whole upstream-compatible surface (SEMANTICS.md §6, issue 4 "drop-in for real
+"""The whole upstream-compatible surface (docs/CONTRACT.md §6, issue 4 "drop-in for real
 clients"): names, upstream positional order and defaults, the semantics of every
 upstream-named variant on CPU (16-bit vs fp8 P·V, pv_accum_dtype, qk_quant_gran,
 smooth_v, quantization_backend), keyword handling, head dims up to 256, Dv != Dqk,
@@ -34,7 +34,7 @@ UPSTREAM_NAMES = [
     "sageattn_varlen",
 ]
 
-# SEMANTICS.md §6: upstream positional order and defaults (the part before **kwargs /
+# docs/CONTRACT.md §6: upstream positional order and defaults (the part before **kwargs /
 # this package's keyword-only extras).
 UPSTREAM_SIGNATURES: dict[str, list[tuple[str, Any]]] = {
     "sageattn": [
@@ -91,7 +91,7 @@ PV_ACCUM = {
 PV_ACCUM_ALL = ("fp32+fp32", "fp32", "fp32+fp16", "fp16", "fp16+fp32")
 
 # Token groupings (block, groups, stride) of the named variants (docs: _recipes.py,
-# SEMANTICS.md §6): triton Q/128 K/64; per_thread = default; per_warp Q/32 K/64.
+# docs/CONTRACT.md §6): triton Q/128 K/64; per_thread = default; per_warp Q/32 K/64.
 GROUPINGS = {
     "triton": ((128, 1, 128), (64, 1, 64)),
     "per_thread": ((128, 1, 128), (128, 8, 8)),
@@ -434,7 +434,7 @@ def test_smooth_v_ignored_where_upstream_ignores_it(name: str, accum: str) -> No
 @pytest.mark.parametrize("name,accum", [("sageattn_qk_int8_pv_fp8_cuda", "fp32+fp32"),
                                         ("sageattn_qk_int8_pv_fp16_cuda", "fp16+fp32")])
 def test_smooth_v_without_keys(name: str, accum: str) -> None:
-    """SEMANTICS.md §1: rows that see no key give 0 and LSE -inf; smooth_v must not change that."""
+    """docs/CONTRACT.md §1.5: rows that see no key give 0 and LSE -inf; smooth_v must not change that."""
     q, k, v = _inputs(Nq=8, Nk=0, D=32)
     out, lse = _fn(name)(q, k, v, pv_accum_dtype=accum, smooth_v=True, return_lse=True)
     assert out.shape == q.shape
