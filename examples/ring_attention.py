@@ -4,7 +4,7 @@ The sequence is split across ranks: rank r holds the r-th shard of Q and of K/V.
 world_size steps every K/V shard travels once around the ring (send to rank r+1, receive
 from rank r-1, overlapped with the compute of the current step); each rank attends its Q
 shard to the K/V shard it holds, with ``return_lse=True``, and merges the partial
-results with the natural-log LSE formula of SEMANTICS.md §3.7:
+results with the natural-log LSE formula of docs/CONTRACT.md §3.7:
 
     lse = lse_a - logsigmoid(lse_a - lse_b)
     out = out_a * sigmoid(lse_a - lse_b) + out_b * sigmoid(lse_b - lse_a)

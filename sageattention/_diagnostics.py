@@ -16,7 +16,7 @@ from ._backends.torch_quant import quantize_v as ref_quantize_v
 from ._recipes import SUPPORTED_RECIPES, resolve
 from .core import sageattn
 
-# SEMANTICS.md §5 bars against the quantize-dequantize fp32 reference.
+# docs/CONTRACT.md §5 bars against the quantize-dequantize fp32 reference.
 BARS = {"cos": 0.997, "rel_l1": 0.04, "rmse": 0.02, "lse_cos": 0.999}
 
 
@@ -111,7 +111,7 @@ def _passes(m: dict) -> bool:
 
 
 def run_check(print_fn: Callable[[str], None] = print) -> bool:
-    """Every recipe × {int8, fp8} × {causal, not}, on the SEMANTICS.md §5 shape."""
+    """Every recipe × {int8, fp8} × {causal, not}, on the docs/CONTRACT.md §5 shape."""
     gen = torch.Generator().manual_seed(0)
     shape_q, shape_kv = (1, 2, 128, 128), (1, 2, 1024, 128)
     q = torch.randn(shape_q, generator=gen).bfloat16()

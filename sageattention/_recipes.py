@@ -1,4 +1,4 @@
-"""Quantization recipes (SEMANTICS.md §2) and how they map onto scale groups."""
+"""Quantization recipes (docs/CONTRACT.md §2) and how they map onto scale groups."""
 from __future__ import annotations
 
 import operator
@@ -87,7 +87,7 @@ def normalize_recipe(quant_recipe: Sequence[int]) -> QuantRecipe:
     return recipe  # type: ignore[return-value]
 
 
-# Upstream-named variants (SEMANTICS.md §6) take qk_quant_gran values of their own.
+# Upstream-named variants (docs/CONTRACT.md §6) take qk_quant_gran values of their own.
 # "per_thread" is the default recipe. "per_warp" is Q per 32 tokens (4 groups of a
 # 128-token block) and K per 64-token block, upstream's warp-level granularity.
 # The Triton / varlen kernels use Q per 128-token block and K per 64-token block.

@@ -1,4 +1,4 @@
-"""Input checks of the public API (SEMANTICS.md §4). Every message names the argument."""
+"""Input checks of the public API (docs/CONTRACT.md §4). Every message names the argument."""
 from __future__ import annotations
 
 import math

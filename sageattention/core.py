@@ -1,4 +1,4 @@
-"""The public, upstream-compatible API (SEMANTICS.md §1-§4, §6).
+"""The public, upstream-compatible API (docs/CONTRACT.md §1-§4, §6).
 
 Every entry point validates its input, resolves the recipe and layout, picks the backend
 that owns the device, and runs quantize_qk -> quantize_v -> attention_quantized.
@@ -84,7 +84,7 @@ def _run(q: Any, k: Any, v: Any, tensor_layout: Any, is_causal: bool, sm_scale: 
     parts = list(result) if isinstance(result, tuple) else [result]
     if v_mean is not None:
         lse = parts.pop()
-        # Rows that saw no key stay 0 (SEMANTICS.md §1): add the mean only where lse is finite.
+        # Rows that saw no key stay 0 (docs/CONTRACT.md §1.5): add the mean only where lse is finite.
         seen = torch.isfinite(lse)  # (B, Hq, Nq)
         add = v_mean.repeat_interleave(hq // hkv, dim=1)[:, :, None]  # (B, Hq, 1, Dv)
         add = torch.where(seen[..., None], add, torch.zeros((), dtype=add.dtype))

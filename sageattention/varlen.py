@@ -52,7 +52,7 @@ def _varlen_attention_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu
             continue
         # (1, n, H, D) views of one sequence: quantized on its own, as upstream does per sequence.
         qs, ks, vs = q[None, q0:q1], k[None, k0:k1], v[None, k0:k1]
-        if k1 == k0:  # no keys: output rows stay 0 (SEMANTICS.md §1)
+        if k1 == k0:  # no keys: output rows stay 0 (docs/CONTRACT.md §1.5)
             continue
         qq = backend.quantize_qk(qs, ks, quant_recipe=TRITON_BLOCKS, qk_quant_dtype="int8", smooth_k=smooth_k)
         o = backend.attention_quantized(qq.q_codes, qq.k_codes, vs, qq.q_scale, qq.k_scale, None, sm_scale,

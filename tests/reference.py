@@ -1,7 +1,7 @@
 """Independent fp32 reference for the sageattention contract.
 
 This module deliberately does NOT import ``sageattention``. It re-derives, from
-SEMANTICS.md and docs/DESIGN.md, with plain torch ops:
+docs/CONTRACT.md and docs/DESIGN.md, with plain torch ops:
 
 * the recipe -> scale-group mapping,
 * quantize / dequantize of Q, K (int8 or fp8 e4m3fn) and V (fp8 e4m3fn),
@@ -11,7 +11,7 @@ SEMANTICS.md and docs/DESIGN.md, with plain torch ops:
 * the FP8 output encoding,
 * an independent (pure Python) e4m3fn decoder / encoder used to cross-check
   ``torch.Tensor.to(torch.float8_e4m3fn)``,
-* the accuracy metrics of SEMANTICS.md section 5.
+* the accuracy metrics of docs/CONTRACT.md §5.
 
 Internal axis order is (B, N, H, D) ("NHD"), as in the low-level API.
 """
@@ -347,7 +347,7 @@ def reference_sageattn(
     quantize_p: bool = False,
     v_dtype: str = "fp8",
 ) -> RefResult:
-    """Quantize-dequantize by the recipe, then exact attention (SEMANTICS.md §3).
+    """Quantize-dequantize by the recipe, then exact attention (docs/CONTRACT.md §3).
     ``v_dtype="int8"``: V quantized as in the int8 P·V mode."""
     qn, kn, vn = to_nhd(q, tensor_layout), to_nhd(k, tensor_layout), to_nhd(v, tensor_layout)
     D = qn.shape[-1]
@@ -516,7 +516,7 @@ def code_bits(x: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- #
-# Metrics (SEMANTICS.md §5)                                                     #
+# Metrics (docs/CONTRACT.md §5)                                                     #
 # --------------------------------------------------------------------------- #
 
 

@@ -10,7 +10,7 @@ message must match, naming the offending argument), or ``None`` when the call mu
 succeed; such cases check their own result with ``assert`` (read-only inputs with zero,
 overlapping or transposed strides must compute exactly what a contiguous copy computes).
 
-Documented decisions pinned here (README.md, SEMANTICS.md §4, SECURITY.md):
+Documented decisions pinned here (README.md, docs/CONTRACT.md §4, SECURITY.md):
 - ``sm_scale`` NaN / ±inf (or a value that overflows float32) -> ValueError; 0 and
   negative values are computed faithfully: 0 gives uniform attention (the mean of the
   dequantized V over the visible keys), a negative scale equals the run with -q.

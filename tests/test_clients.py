@@ -22,7 +22,7 @@ import torch.nn.functional as F
 import sageattention
 from sageattention import sageattn
 
-SDPA_COS_BAR = 0.99  # SEMANTICS.md §5: quantized attention vs fp32 attention
+SDPA_COS_BAR = 0.99  # docs/CONTRACT.md §5: quantized attention vs fp32 attention
 MODEL_COS_BAR = 0.9995  # end-to-end model output, sage vs native backend
 # Relative L2 error of the whole model output. Sage lands near 0.005 on these models;
 # replacing attention by zeros moves Flux by ~0.07 and Wan by ~0.10, so this bar would

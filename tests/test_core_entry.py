@@ -12,6 +12,8 @@ Signatures (csrc/ffi/bindings.cc):
     attention_forward(q, k, v, q_scale, k_scale, v_scale, groupings[9], pv_mode, v_scale_mode, qk_fp8,
                       k_mean, mask, sm_scale, causal, out, out_scale, lse, num_threads)
 
+float8 arguments reach the core as uint8 views of the same bytes (see _lib._CoreModule).
+
 Negative strides cannot be produced through torch's DLPack export, so they are covered by
 the C++ fuzz harness (tests/fuzz) instead. Meta tensors are refused by torch's own DLPack
 conversion (RuntimeError) before the core is reached.
@@ -51,6 +53,11 @@ def _M() -> Any:
 def _randn(shape: tuple[int, ...], seed: int, dtype: torch.dtype = BF16) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(shape, generator=g).to(dtype)
+
+
+def _fp8_zeros(*shape: int) -> torch.Tensor:
+    # torch 2.3 has no fill kernel for float8: zero bytes viewed as fp8 are +0.0
+    return torch.zeros(shape, dtype=torch.uint8).view(FP8)
 
 
 def _meta(x: torch.Tensor) -> torch.Tensor:
@@ -113,7 +120,9 @@ add("qt_x_int", "TypeError", r"argument #0", qt(x=3))
 add("qt_x_none", "TypeError", r"argument #0", qt(x=None))
 add("qt_x_meta", "RuntimeError", r"meta", qt(x=_meta))
 add("qt_codes_f16", "TypeError", r"codes.*float16", qt(codes=lambda c: c.half()))
-add("qt_codes_fp8_for_int8", "TypeError", r"codes.*float8", qt(codes=lambda c: c.to(FP8)))
+# fp8 tensors cross the C ABI as uint8 views (sageattention._lib._CoreModule): the core
+# names the dtype it received.
+add("qt_codes_fp8_for_int8", "TypeError", r"codes.*uint8.*expected int8", qt(codes=lambda c: c.to(FP8)))
 add("qt_codes_int8_for_fp8", "TypeError", r"codes.*int8", qt(fp8=True))
 add("qt_codes_shape", "ValueError", r"codes.*shape", qt(codes=lambda c: c[:, :-1]))
 add("qt_codes_3d", "ValueError", r"codes.*4-D", qt(codes=lambda c: c[0]))
@@ -315,7 +324,7 @@ add("af_pv_mode_int8_v_group_per_128_ok", None, "",
        groupings=GROUPINGS[:6] + [128, 1, 128]))
 add("af_qk_fp8_with_int8_codes", "TypeError", r"\bq\b.*int8", af(qk_fp8=True))
 add("af_q_bf16", "TypeError", r"\bq\b.*bfloat16", af(q=_randn((AB, NQ, HQ, AD), 1)))
-add("af_k_fp8_with_int8_q", "TypeError", r"\bk\b.*float8", af(k=lambda k: k.to(FP8)))
+add("af_k_fp8_with_int8_q", "TypeError", r"\bk\b.*uint8.*expected int8", af(k=lambda k: k.to(FP8)))
 add("af_v_int8", "TypeError", r"\bv\b.*int8", af(v=lambda v: v.view(I8)))
 add("af_v_half_in_fp8_mode", "TypeError", r"\bv\b.*bfloat16", af(v=_randn((AB, NK, HKV, AD), 1)))
 add("af_v_half_mode_ok", None, "", af(v=_randn((AB, NK, HKV, AD), 1), pv_mode=1, v_scale=None))
@@ -329,7 +338,7 @@ add("af_heads_not_divisible", "ValueError", r"multiple",
     af(q=torch.zeros(AB, NQ, 3, AD, dtype=I8), q_scale=torch.ones(AB, 3, 2), out=torch.empty(AB, NQ, 3, AD, dtype=BF16),
        lse=None, k_mean=None))
 add("af_no_kv_heads", "ValueError", r"\bk\b.*head",
-    af(k=torch.zeros(AB, NK, 0, AD, dtype=I8), v=torch.zeros(AB, NK, 0, AD, dtype=FP8), k_scale=torch.ones(AB, 0, 16),
+    af(k=torch.zeros(AB, NK, 0, AD, dtype=I8), v=_fp8_zeros(AB, NK, 0, AD), k_scale=torch.ones(AB, 0, 16),
        v_scale=torch.ones(AB, 0, AD), k_mean=None))
 add("af_head_dim_300", "ValueError", r"head dim",
     af(q=torch.zeros(AB, NQ, HQ, 300, dtype=I8), k=torch.zeros(AB, NK, HKV, 300, dtype=I8), k_mean=None))
@@ -337,7 +346,7 @@ add("af_head_dim_0", "ValueError", r"head dim",
     af(q=torch.zeros(AB, NQ, HQ, 0, dtype=I8), k=torch.zeros(AB, NK, HKV, 0, dtype=I8), k_mean=None))
 add("af_q_inner_stride", "ValueError", r"\bq\b.*unit stride", af(q=lambda q: torch.zeros(*q.shape[:3], 2 * AD, dtype=I8)[..., ::2]))
 add("af_v_inner_stride", "ValueError", r"\bv\b.*unit stride",
-    af(v=lambda v: torch.zeros(*v.shape[:3], 2 * AD, dtype=FP8)[..., ::2]))
+    af(v=lambda v: _fp8_zeros(*v.shape[:3], 2 * AD)[..., ::2]))
 add("af_q_scale_groups", "ValueError", r"q_scale", af(q_scale=torch.ones(AB, HQ, 3)))
 add("af_q_scale_heads", "ValueError", r"q_scale", af(q_scale=torch.ones(AB, 3, 2)))
 add("af_q_scale_2d", "ValueError", r"q_scale.*3-D", af(q_scale=lambda s: s[0]))

@@ -1,4 +1,4 @@
-"""Input rules (SEMANTICS.md §4): each invalid input raises the stated exception
+"""Input rules (docs/CONTRACT.md §4): each invalid input raises the stated exception
 and the message names the offending argument; unknown keyword arguments are
 accepted and ignored."""
 
@@ -95,7 +95,7 @@ HEAD_DIM_MSG = r"(?i)head|\bD\b|dim"
 @pytest.mark.parametrize("tensor_layout", ["HND", "NHD"])
 @pytest.mark.parametrize("D", [0, 1024])
 def test_head_dim_out_of_range(D: int, tensor_layout: str) -> None:
-    """D < 1 or above the supported maximum (128 in SEMANTICS.md; an issue may
+    """D < 1 or above the supported maximum (256, docs/CONTRACT.md §7; an issue may
     raise it, so the upper probe is far above any plausible maximum)."""
     q, k, v = _qkv(tensor_layout, D=D)
     with pytest.raises(ValueError, match=HEAD_DIM_MSG):

@@ -9,7 +9,7 @@ int8/fp8 Q·Kᵀ, smoothing, causal, GQA ratios, bool / additive / broadcast mas
 The reference (tests/reference.py) quantize-dequantizes Q, K, V by the same recipe and
 computes exact fp32 attention. What remains between the two is the kernel's fp8 P
 (``fp8(448·p)``) and the output rounding, which gives a rigorous per-element bound that
-holds for ANY shape, however tiny (the SEMANTICS §5 statistics need many rows and keys):
+holds for ANY shape, however tiny (the docs/CONTRACT.md §5 statistics need many rows and keys):
 
     |out - ref| <= (2^-4 + Nk·2^-10/448 + 2^-10) · max|v̂| + 2^-8·|ref| + 1e-5
 
@@ -18,7 +18,7 @@ the row sum l >= 1 uses the unquantized p; 2^-10 covers score rounding differenc
 output is rounded once to bf16/fp16). max|v̂| is taken per (b, kv head). A wrong key,
 head, batch, mask or layout moves outputs by O(max|v̂|), far outside this bound. Where
 the shapes are large enough for statistics (Nk >= 128 and >= 128 query rows, no fully
-masked rows) the SEMANTICS §5 bars apply as well: cosine > 0.997 and relative L1 < 0.04.
+masked rows) the docs/CONTRACT.md §5 bars apply as well: cosine > 0.997 and relative L1 < 0.04.
 LSE: natural log over visible keys incl. additive mask values, plus the smoothing shift.
 
 Examples: a short deterministic run by default (conftest's derandomized profile); set
@@ -246,7 +246,7 @@ def test_sageattn_matches_reference(p: dict[str, Any]) -> None:
     lse_tol = 1e-4 * (1.0 + want["lse"].abs()) + 4e-6 * want["lse_mag"] + 1e-5
     lerr = (lse - want["lse"]).abs()
     assert bool((lerr[~empty] <= lse_tol[~empty]).all()), f"lse err {float(lerr[~empty].max())}"
-    # SEMANTICS §5 bars where the statistics are meaningful
+    # docs/CONTRACT.md §5 bars where the statistics are meaningful
     if Nk >= 128 and B * Hq * Nq >= 128 and not bool(empty.any()) and Dv >= 8 and sm_scale is None and p["scale"] == 1:
         assert ref.cosine(got, want["out"]) > 0.997
         assert ref.rel_l1(got, want["out"]) < 0.04

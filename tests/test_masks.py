@@ -24,7 +24,7 @@ MASKED = [
 ]
 FP16_PV = {"sageattn_qk_int8_pv_fp16_triton", "sageattn_qk_int8_pv_fp16_cuda"}
 
-# SEMANTICS.md §5
+# docs/CONTRACT.md §5
 COS_BAR, REL_L1_BAR, RMSE_BAR, LSE_COS_BAR = 0.997, 0.04, 0.02, 0.999
 
 B, HQ, HKV, NQ, NK, D = 2, 4, 2, 72, 200, 64
@@ -199,7 +199,7 @@ def test_mask_with_empty_axes(name: str) -> None:
 
 @pytest.mark.parametrize("kind", ["bool", "float32"])
 def test_mask_accuracy_bars_default_recipe(kind: str) -> None:
-    """SEMANTICS.md §5 shape and bars, with a mask, against the masked fp32
+    """docs/CONTRACT.md §5 shape and bars, with a mask, against the masked fp32
     quantize-dequantize reference of the default recipe."""
     q = ref.randn((1, 2, 128, 128), seed=11)
     k = ref.randn((1, 2, 1024, 128), seed=12)

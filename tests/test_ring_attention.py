@@ -1,6 +1,6 @@
 """Ring attention on top of sageattn's (out, lse): split K/V (and Q, for causal) into
 shards, attend each with ``return_lse=True`` and merge the partial results with the
-natural-log formula of SEMANTICS.md §3.7, as xDiT/yunchang and diffusers' context
+natural-log formula of docs/CONTRACT.md §3.7, as xDiT/yunchang and diffusers' context
 parallelism do:
 
     lse = lse_a - logsigmoid(lse_a - lse_b)
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from sageattention import sageattn
 
 COS_VS_SAGEATTN = 0.999  # ring vs the unsharded sageattn
-COS_VS_SDPA = 0.99  # ring vs fp32 SDPA (SEMANTICS.md §5)
+COS_VS_SDPA = 0.99  # ring vs fp32 SDPA (docs/CONTRACT.md §5)
 LSE_MAX_ABS = 1e-2  # merged LSE vs the unsharded LSE
 # Causal row i sees i + 1 keys. A row that sees few keys has an LSE close to a single
 # quantized score, whose error does not average out (sageattn's own LSE error vs fp32 is
@@ -182,7 +182,7 @@ def test_ring_merge_options(qk_quant_dtype: str, head_dim: int) -> None:
 
 
 def test_ring_merge_empty_shard() -> None:
-    """An empty K/V shard contributes output 0 and LSE -inf (SEMANTICS.md §1), which the
+    """An empty K/V shard contributes output 0 and LSE -inf (docs/CONTRACT.md §1.5), which the
     merge formula turns into a no-op."""
     q, k, v = _inputs("NHD", b=1, hq=2, hkv=2, nq=32, nk=100, d=32, dtype=torch.bfloat16, seed=7)
     full_out, full_lse = sageattn(q, k, v, tensor_layout="NHD", return_lse=True)

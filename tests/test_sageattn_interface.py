@@ -1,5 +1,5 @@
 """Public API of sageattention: names, signatures, version, accuracy against the
-independent reference (SEMANTICS.md §5), FP8 output, the low-level
+independent reference (docs/CONTRACT.md §5), FP8 output, the low-level
 ``attention_quantized`` and backend selection."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from sageattention import sageattn, sageattn_qk_int8_pv_fp8_cuda_sm90
 RECIPE_IDS = list(ref.RECIPES)
 RECIPE_VALUES = [ref.RECIPES[n] for n in RECIPE_IDS]
 
-# SEMANTICS.md §5 bars
+# docs/CONTRACT.md §5 bars
 COS_BAR = 0.997
 REL_L1_BAR = 0.04
 RMSE_BAR = 0.02
@@ -50,7 +50,7 @@ def _version_tuple(v: str) -> tuple[int, ...]:
 @functools.cache
 def _bench_inputs(tensor_layout: str, dtype: torch.dtype = torch.bfloat16, seed: int = 0
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """SEMANTICS.md §5 inputs: B=1, H=2, Nq=128, Nk=1024, D=128, randn (cached;
+    """docs/CONTRACT.md §5 inputs: B=1, H=2, Nq=128, Nk=1024, D=128, randn (cached;
     treat as read-only)."""
     q = ref.randn(ref.layout_shape(1, 2, 128, 128, tensor_layout), dtype=dtype, seed=seed + 1)
     k = ref.randn(ref.layout_shape(1, 2, 1024, 128, tensor_layout), dtype=dtype, seed=seed + 2)
@@ -149,7 +149,7 @@ def test_sm90_signature() -> None:
 
 
 # --------------------------------------------------------------------------- #
-# Accuracy (SEMANTICS.md §5)                                                   #
+# Accuracy (docs/CONTRACT.md §5)                                                   #
 # --------------------------------------------------------------------------- #
 
 

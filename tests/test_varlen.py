@@ -90,7 +90,7 @@ def test_matches_per_sequence_triton_and_sdpa(lengths: str, is_causal: bool, hq:
         got = out[cq[i]:cq[i + 1]]
         if cq[i + 1] == cq[i]:
             continue
-        if want is None:  # no keys: zeros (SEMANTICS.md §1)
+        if want is None:  # no keys: zeros (docs/CONTRACT.md §1.5)
             assert torch.all(got == 0), f"sequence {i}: zero-length k must give zeros"
             continue
         # same recipe on the same slice: (near-)bitwise equal

@@ -160,7 +160,7 @@ void store_out_row(const AttentionArgs& a, int64_t b, int64_t n, int64_t h, cons
     case DType::kF32:
       for (int64_t c = 0; c < dv; ++c) o.ptr<float>()[base + c * s] = row[c];
       break;
-    default: {  // fp8 output: per-row scale (SEMANTICS.md §3.8)
+    default: {  // fp8 output: per-row scale (docs/CONTRACT.md §3.8)
       float amax = 0.0f;
       for (int64_t c = 0; c < dv; ++c) {
         const float v = std::fabs(row[c]);

@@ -1,4 +1,4 @@
-// Quantizers (SEMANTICS.md §2): scale = max(amax, 1e-12) / QMAX, code = RNE(x / scale)
+// Quantizers (docs/CONTRACT.md §2): scale = max(amax, 1e-12) / QMAX, code = RNE(x / scale)
 // saturated to ±QMAX. Non-finite inputs poison their group's scale (NaN or inf), so the
 // affected scores become NaN instead of silently finite; codes themselves stay defined.
 //

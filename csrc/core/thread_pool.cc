@@ -1,10 +1,14 @@
 #include "sageattn/thread_pool.h"
 
+#include "sageattn/error.h"
+
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
-#include <exception>
 #include <mutex>
+#include <new>
+#include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -13,13 +17,38 @@
 namespace sageattn {
 namespace {
 
+// The first failure of a job, kept as what the binding layer needs to raise it again on
+// the caller's thread. (Not a std::exception_ptr: with GCC 11 and later its copies call
+// libstdc++ functions that exist only from GCC 11 on, which would raise the wheel's
+// manylinux floor; see csrc/compat/portable_symbols.h.)
+struct Failure {
+  enum class Type { kNone, kError, kOutOfMemory } type = Type::kNone;
+  ErrorKind kind = ErrorKind::kRuntime;
+  std::string message;
+
+  void record(ErrorKind k, const char* what) noexcept {
+    try {
+      message = what;
+      kind = k;
+      type = Type::kError;
+    } catch (...) {  // no memory left for the message
+      type = Type::kOutOfMemory;
+    }
+  }
+
+  void rethrow_if_failed() const {
+    if (type == Type::kOutOfMemory) throw std::bad_alloc();
+    if (type == Type::kError) throw Error(kind, message);
+  }
+};
+
 // One fork-join job shared by the caller and its helper threads.
 struct Job {
   const std::function<void(int64_t, int)>* fn = nullptr;
   int64_t n_tasks = 0;
   std::atomic<int64_t> next{0};
   std::mutex error_mutex;
-  std::exception_ptr error;
+  Failure failure;
 
   void run(int worker) {
     for (;;) {
@@ -27,12 +56,25 @@ struct Job {
       if (t >= n_tasks) return;
       try {
         (*fn)(t, worker);
+      } catch (const Error& e) {
+        fail(e.kind(), e.what(), false);
+      } catch (const std::bad_alloc&) {
+        fail(ErrorKind::kRuntime, "", true);
+      } catch (const std::exception& e) {
+        fail(ErrorKind::kRuntime, e.what(), false);
       } catch (...) {
-        std::lock_guard<std::mutex> lock(error_mutex);
-        if (!error) error = std::current_exception();
-        next.store(n_tasks);  // stop handing out work
+        fail(ErrorKind::kRuntime, "sageattention: unknown exception in a worker thread", false);
       }
     }
+  }
+
+  void fail(ErrorKind kind, const char* what, bool out_of_memory) noexcept {
+    std::lock_guard<std::mutex> lock(error_mutex);
+    if (failure.type == Failure::Type::kNone) {
+      if (out_of_memory) failure.type = Failure::Type::kOutOfMemory;
+      else failure.record(kind, what);
+    }
+    next.store(n_tasks);  // stop handing out work
   }
 };
 
@@ -143,7 +185,7 @@ void parallel_for(int64_t n_tasks, int num_threads,
       for (auto& t : threads) t.join();
     }
   }
-  if (job.error) std::rethrow_exception(job.error);
+  job.failure.rethrow_if_failed();
 }
 
 }  // namespace sageattn

@@ -1,5 +1,5 @@
 // The one exception type the core throws. The binding layer maps `kind` onto the
-// Python exception named in SEMANTICS.md §4, so the message must name the argument.
+// Python exception named in docs/CONTRACT.md §4, so the message must name the argument.
 #pragma once
 #include <stdexcept>
 #include <string>

@@ -1,4 +1,4 @@
-// Which scale a token uses. One formula covers every recipe of SEMANTICS.md §2:
+// Which scale a token uses. One formula covers every recipe of docs/CONTRACT.md §2:
 //   g(n) = (n / block) * groups + ((n % block) / stride) % groups
 // with block = the whole axis for "-1" recipes.
 #pragma once

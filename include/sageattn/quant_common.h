@@ -1,4 +1,4 @@
-// Scalar element operations of the quantizers (SEMANTICS.md §2), shared by the driver
+// Scalar element operations of the quantizers (docs/CONTRACT.md §2), shared by the driver
 // and every ISA's kernels (tails and NaN fallbacks). They have internal linkage on
 // purpose: a header compiled into TUs with different target flags must not produce one
 // COMDAT copy that the linker may hand to a TU built for a lesser CPU.

@@ -16,6 +16,8 @@ from .. import _lib
 
 _NS = "sageattention"
 _LIB = torch.library.Library(_NS, "DEF")
+# torch 2.3 names the fake-kernel registration impl_abstract; 2.4 renamed it register_fake.
+_register_fake = getattr(torch.library, "register_fake", None) or torch.library.impl_abstract
 
 
 def define_op(schema: str, impl, fake):
@@ -23,7 +25,7 @@ def define_op(schema: str, impl, fake):
     name = schema.split("(", 1)[0]
     _LIB.define(schema)
     _LIB.impl(name, impl, "CompositeExplicitAutograd")
-    torch.library.register_fake(f"{_NS}::{name}", fake, lib=_LIB)
+    _register_fake(f"{_NS}::{name}", fake, lib=_LIB)
     return getattr(torch.ops.sageattention, name).default
 
 

@@ -1,5 +1,5 @@
 """Portable quantizers in torch ops, for backends whose library provides only the
-attention kernel. Same numerics as the C++ quantizers (SEMANTICS.md §2); on CPU the
+attention kernel. Same numerics as the C++ quantizers (docs/CONTRACT.md §2); on CPU the
 tests check the two agree bit for bit.
 """
 from __future__ import annotations
