@@ -183,7 +183,7 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_scale: torch
     fp8_dot = capability.fp8_dot(q.device)
     pv_mode = capability.PV_HALF_V if v_mode == 2 else (
         capability.PV_FP8_DOT if fp8_dot else capability.PV_FP8_AS_FP16)
-    d_pad, dv_pad = _pow2(d), _pow2(dv)
+    d_pad, dv_pad = _pow2(d, 32), _pow2(dv)  # 8-bit MMAs take k >= 32
     block_m, block_n, warps, stages = capability.tiles(q.device, d_pad, dv_pad)
     if v_mode == 1 and groupings[6] > 0 and vb % block_n:
         raise ValueError(f"v_scale: the Triton kernel needs V token blocks that are multiples of {block_n}, "
