@@ -13,7 +13,7 @@ from typing import Optional, Union
 import torch
 
 from ..._recipes import QuantRecipe, ResolvedRecipe, as_resolved
-from ..._types import QuantizedQK, QuantizedV
+from ..._types import QuantizedQK, QuantizedV, VQuantDType
 from ..base import AttentionResult
 
 RecipeArg = Union[QuantRecipe, ResolvedRecipe]
@@ -45,7 +45,9 @@ class TritonBackend:
         k_codes, k_scale = ops.quantize_tokens(k, *r.k.as_triple(), r.k.per_tensor, fp8, k_mean)
         return QuantizedQK(q_codes, q_scale, k_codes, k_scale, k_mean)
 
-    def quantize_v(self, v: torch.Tensor, *, quant_recipe: RecipeArg) -> QuantizedV:
+    def quantize_v(self, v: torch.Tensor, *, quant_recipe: RecipeArg, dtype: VQuantDType = "fp8") -> QuantizedV:
+        if dtype != "fp8":
+            raise NotImplementedError(f"dtype: the triton backend quantizes V to fp8 only (no {dtype} P·V mode)")
         ops = _ops()
         r = as_resolved(quant_recipe)
         if r.v_per_channel:
