@@ -56,13 +56,15 @@ def attention_kernel(
     b = bh // Hq
     hq = bh % Hq
     hkv = hq // heads_per_kv
-    b64 = b.to(tl.int64)
+    b64 = b.to(tl.int64)  # offsets past 2^31 elements: token and batch terms in int64
+    hq64 = hq.to(tl.int64)
 
     i = i0 + tl.arange(0, BLOCK_M)
+    i64 = i.to(tl.int64)
     row_ok = i < Nq
     d = tl.arange(0, D_PAD)
     c = tl.arange(0, DV_PAD)
-    q_ptrs = Q + b64 * sqb + hq * sqh + i[:, None] * sqn + d[None, :] * sqd
+    q_ptrs = Q + b64 * sqb + hq * sqh + i64[:, None] * sqn + d[None, :] * sqd
     q = _load_codes(q_ptrs, row_ok[:, None] & (d < D)[None, :], QK_FP8, QK_DOT_FP8)
     q_scale = tl.load(QS + b * sqsb + hq * sqsh + _group_of(i, q_block, q_groups, q_stride) * sqsg,
                       mask=row_ok, other=0.0)
@@ -79,8 +81,9 @@ def attention_kernel(
         hi = tl.minimum(Nk, i0 + BLOCK_M)
     for j0 in range(0, hi, BLOCK_N):
         j = j0 + tl.arange(0, BLOCK_N)
+        j64 = j.to(tl.int64)
         col_ok = j < Nk
-        kt = _load_codes(k_base + j[None, :] * skn + d[:, None] * skd, col_ok[None, :] & (d < D)[:, None],
+        kt = _load_codes(k_base + j64[None, :] * skn + d[:, None] * skd, col_ok[None, :] & (d < D)[:, None],
                          QK_FP8, QK_DOT_FP8)
         k_scale = tl.load(KS + b * sksb + hkv * sksh + _group_of(j, k_block, k_groups, k_stride) * sksg,
                           mask=col_ok, other=0.0)
@@ -89,11 +92,11 @@ def attention_kernel(
         if CAUSAL:
             keep = keep & (j[None, :] <= i[:, None])
         if MASK_KIND == 1:  # bool: True keeps
-            mv = tl.load(MASK + b * smb + hq * smh + i[:, None] * smi + j[None, :] * smj,
+            mv = tl.load(MASK + b64 * smb + hq64 * smh + i64[:, None] * smi + j64[None, :] * smj,
                          mask=row_ok[:, None] & col_ok[None, :], other=0)
             keep = keep & (mv != 0)
         if MASK_KIND == 2:  # float: added in log2 units; a finite value that overflows stays finite
-            mv = tl.load(MASK + b * smb + hq * smh + i[:, None] * smi + j[None, :] * smj,
+            mv = tl.load(MASK + b64 * smb + hq64 * smh + i64[:, None] * smi + j64[None, :] * smj,
                          mask=row_ok[:, None] & col_ok[None, :], other=0.0)
             add = mv * LOG2E
             add = tl.where((tl.abs(add) == float("inf")) & (tl.abs(mv) != float("inf")),
@@ -109,7 +112,7 @@ def attention_kernel(
         l_i = l_i * alpha + tl.sum(p, axis=1)
         m_i = m_new
 
-        v_ptrs = v_base + j[:, None] * svn + c[None, :] * svd
+        v_ptrs = v_base + j64[:, None] * svn + c[None, :] * svd
         v_ok = col_ok[:, None] & (c < DV)[None, :]
         if PV_MODE == 2:
             # V arrives as int16 bits (V_KIND 1: fp16, 2: bf16); P is rounded to V's format.
@@ -141,11 +144,11 @@ def attention_kernel(
         if V_PER_CHANNEL:
             out = out * tl.load(VS + b * svsb + hkv * svsh + c * svsg, mask=c < DV, other=0.0)[None, :]
     out_ok = row_ok[:, None] & (c < DV)[None, :]
-    o_ptrs = O + b64 * sob + i[:, None] * son + hq * soh + c[None, :] * sod
+    o_ptrs = O + b64 * sob + i64[:, None] * son + hq * soh + c[None, :] * sod
     if FP8_OUT:  # per-row scale (docs/CONTRACT.md §3)
         amax = tl.max(tl.where(out_ok, tl.abs(out), 0.0), axis=1)
         o_scale = div_rn(tl.maximum(amax, 1e-12), 448.0)
-        tl.store(OS + b * sosb + i * sosn + hq * sosh, o_scale, mask=row_ok)
+        tl.store(OS + b64 * sosb + i64 * sosn + hq * sosh, o_scale, mask=row_ok)
         tl.store(o_ptrs, fp8_e4m3_bits(div_rn(out, o_scale[:, None])).to(tl.uint8), mask=out_ok)
     else:
         if OUT_KIND == 0:
@@ -162,4 +165,4 @@ def attention_kernel(
             mean = tl.load(KMEAN + b * skmb + hkv * skmh + d * skmd, mask=d < D, other=0.0)
             lse += sm_scale * q_scale * tl.sum(qf * mean[None, :], axis=1)
         lse = tl.where(empty, float("-inf"), lse)
-        tl.store(LSE + b * slb + hq * slh + i * sln, lse, mask=row_ok)
+        tl.store(LSE + b64 * slb + hq64 * slh + i64 * sln, lse, mask=row_ok)

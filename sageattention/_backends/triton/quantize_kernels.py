@@ -22,7 +22,7 @@ from .numerics import div_rn, fp8_e4m3_bits, int8_code, load_f32, scale_from_ama
 def _load_rows(X, x_off, n, row_ok, d, D, sxn, sxd, MEAN, mean_off, smd, HAS_MEAN: tl.constexpr,
                HALF_KIND: tl.constexpr):
     ok = row_ok[:, None] & (d < D)[None, :]
-    x = load_f32(X + x_off + n[:, None] * sxn + d[None, :] * sxd, ok, HALF_KIND)
+    x = load_f32(X + x_off + n.to(tl.int64)[:, None] * sxn + d[None, :] * sxd, ok, HALF_KIND)
     if HAS_MEAN:
         mean = tl.load(MEAN + mean_off + d * smd, mask=d < D, other=0.0)
         x = x - mean[None, :]
@@ -51,7 +51,7 @@ def _encode_rows(X, x_off, n, row_ok, D, sxn, sxd, MEAN, mean_off, smd, C, c_off
         x = _load_rows(X, x_off, n, row_ok, d, D, sxn, sxd, MEAN, mean_off, smd, HAS_MEAN, HALF_KIND)
         y = div_rn(x, row_scale[:, None])
         ok = row_ok[:, None] & (d < D)[None, :]
-        ptrs = C + c_off + n[:, None] * scn + d[None, :] * scd
+        ptrs = C + c_off + n.to(tl.int64)[:, None] * scn + d[None, :] * scd
         if FP8:
             tl.store(ptrs, fp8_e4m3_bits(y).to(tl.uint8), mask=ok)
         else:
@@ -147,7 +147,7 @@ def channel_mean_kernel(X, M, H, N, D, sxb, sxn, sxh, sxd, smb, smh, smd,
     for n0 in range(0, N, TILE_T):
         n = n0 + tl.arange(0, TILE_T)
         ok = (n < N)[:, None] & (d < D)[None, :]
-        x = load_f32(X + x_off + n[:, None] * sxn + d[None, :] * sxd, ok, HALF_KIND)
+        x = load_f32(X + x_off + n.to(tl.int64)[:, None] * sxn + d[None, :] * sxd, ok, HALF_KIND)
         acc += tl.sum(x.to(tl.float64), axis=0)
     mean = (acc / tl.maximum(N, 1).to(tl.float64)).to(tl.float32)
     mean = tl.where(mean == mean, mean, float("nan"))
@@ -169,7 +169,7 @@ def quantize_channels_kernel(X, C, S, H, N, D, sxb, sxn, sxh, sxd, scb, scn, sch
     for n0 in range(0, N, TILE_T):
         n = n0 + tl.arange(0, TILE_T)
         ok = (n < N)[:, None] & (d < D)[None, :]
-        x = load_f32(X + x_off + n[:, None] * sxn + d[None, :] * sxd, ok, HALF_KIND)
+        x = load_f32(X + x_off + n.to(tl.int64)[:, None] * sxn + d[None, :] * sxd, ok, HALF_KIND)
         amax = tl.maximum(amax, tl.max(tl.abs(x), axis=0))
         nan = tl.maximum(nan, tl.max((x != x).to(tl.int32), axis=0))
     scale = tl.where(nan > 0, float("nan"), scale_from_amax(amax, 448.0))
@@ -177,6 +177,6 @@ def quantize_channels_kernel(X, C, S, H, N, D, sxb, sxn, sxh, sxd, scb, scn, sch
     for n0 in range(0, N, TILE_T):
         n = n0 + tl.arange(0, TILE_T)
         ok = (n < N)[:, None] & (d < D)[None, :]
-        x = load_f32(X + x_off + n[:, None] * sxn + d[None, :] * sxd, ok, HALF_KIND)
+        x = load_f32(X + x_off + n.to(tl.int64)[:, None] * sxn + d[None, :] * sxd, ok, HALF_KIND)
         code = fp8_e4m3_bits(div_rn(x, scale[None, :])).to(tl.uint8)
-        tl.store(C + c_off + n[:, None] * scn + d[None, :] * scd, code, mask=ok)
+        tl.store(C + c_off + n.to(tl.int64)[:, None] * scn + d[None, :] * scd, code, mask=ok)
