@@ -34,6 +34,8 @@ def _ops():
 
 class TritonBackend:
     name = "triton"
+    library = "sageattention's Triton kernels"
+    varlen = True
 
     def quantize_qk(self, q: torch.Tensor, k: torch.Tensor, *, quant_recipe: RecipeArg,
                     qk_quant_dtype: str, smooth_k: bool) -> QuantizedQK:

@@ -95,13 +95,15 @@ def attention_kernel(
             mv = tl.load(MASK + b64 * smb + hq64 * smh + i64[:, None] * smi + j64[None, :] * smj,
                          mask=row_ok[:, None] & col_ok[None, :], other=0)
             keep = keep & (mv != 0)
-        if MASK_KIND == 2:  # float: added in log2 units; a finite value that overflows stays finite
+        if MASK_KIND == 2:  # float, added in log2 units; finite stays finite (docs/CONTRACT.md §3):
+            # mask·log2(e) and score + mask saturate to ±FLT_MAX, as in the C++ core
             mv = tl.load(MASK + b64 * smb + hq64 * smh + i64[:, None] * smi + j64[None, :] * smj,
                          mask=row_ok[:, None] & col_ok[None, :], other=0.0)
             add = mv * LOG2E
-            add = tl.where((tl.abs(add) == float("inf")) & (tl.abs(mv) != float("inf")),
-                           tl.where(mv < 0, -F32_MAX, F32_MAX), add)
-            s = s + add
+            add = tl.where(tl.abs(mv) < float("inf"), tl.minimum(tl.maximum(add, -F32_MAX), F32_MAX), add)
+            total = s + add
+            overflow = (tl.abs(total) == float("inf")) & (tl.abs(s) < float("inf")) & (tl.abs(add) < float("inf"))
+            s = tl.where(overflow, tl.where(total < 0, -F32_MAX, F32_MAX), total)
         s = tl.where(keep, s, float("-inf"))
 
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
