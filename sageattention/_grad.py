@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ._backends.cpu_ops import define_op
+from ._op_registry import COMPOSITE, define_op
 
 MESSAGE = ("sageattention is forward only: its quantized attention has no backward. "
            "Use torch.nn.functional.scaled_dot_product_attention where gradients are needed.")
@@ -16,8 +16,8 @@ def _raise_forward_only(grad: torch.Tensor) -> torch.Tensor:
 # The raise lives in an op, not in backward() itself: torch.compile traces backward()
 # ahead of time and would refuse a function that always raises; an op runs only when
 # backward really happens.
-_forward_only_backward = define_op("forward_only_backward(Tensor grad) -> Tensor", _raise_forward_only,
-                                   lambda grad: torch.empty_like(grad))
+_forward_only_backward = define_op("forward_only_backward(Tensor grad) -> Tensor",
+                                   lambda grad: torch.empty_like(grad), {COMPOSITE: _raise_forward_only})
 
 
 class _ForwardOnly(torch.autograd.Function):

@@ -6,7 +6,7 @@ from typing import Any, List, Optional
 import torch
 
 from ._backends import get_backend
-from ._backends.cpu_ops import define_op
+from ._op_registry import COMPOSITE, define_op
 from ._grad import guard_forward_only
 from ._keywords import resolve_aliases
 from ._recipes import TRITON_BLOCKS
@@ -69,7 +69,7 @@ def _varlen_attention_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
 _varlen_attention = define_op(
     "varlen_attention(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens_q, Tensor cu_seqlens_k, SymInt max_seqlen_q,"
     " SymInt max_seqlen_k, float sm_scale, bool causal, bool smooth_k) -> Tensor",
-    _varlen_attention_impl, _varlen_attention_fake)
+    _varlen_attention_fake, {COMPOSITE: _varlen_attention_impl})
 
 
 def sageattn_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,

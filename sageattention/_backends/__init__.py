@@ -2,7 +2,8 @@
 
 Each backend serves the low-level API with one call shape (see base.py). By default the
 device of q picks the backend; the SAGEATTN_BACKEND environment variable forces one for
-every tensor, CPU tensors included (how the tests run the MUSA path against a fake MATE).
+every tensor, CPU tensors included (how the tests run the MUSA path against a fake MATE,
+and the Triton kernels in Triton's interpreter with TRITON_INTERPRET=1).
 """
 from __future__ import annotations
 
@@ -32,6 +33,12 @@ def _have_mate() -> bool:
         return False
 
 
+def _have_triton() -> bool:
+    from .triton import have_triton
+
+    return have_triton()
+
+
 def _load_cpu() -> Backend:
     return _CPU
 
@@ -40,6 +47,12 @@ def _load_musa() -> Backend:
     from .musa import MusaBackend
 
     return MusaBackend()
+
+
+def _load_triton() -> Backend:
+    from .triton import TritonBackend
+
+    return TritonBackend()
 
 
 @dataclass(frozen=True)
@@ -54,10 +67,13 @@ class _Entry:
     runs_on: Optional[Tuple[str, ...]]
 
 
-# Adding a backend is one entry here (and its module).
+# Adding a backend is one entry here (and its module). "cuda" is also ROCm's device type.
 _BACKENDS: dict[str, _Entry] = {
     "cpu": _Entry("cpu", _load_cpu, lambda: True, "", runs_on=("cpu",)),
     "musa": _Entry("musa", _load_musa, _have_mate, "the musa backend needs MATE: install `mate`", runs_on=None),
+    # On CPU tensors (forced) it runs in Triton's interpreter: TRITON_INTERPRET=1.
+    "triton": _Entry("cuda", _load_triton, _have_triton, "the cuda backend needs Triton: install `triton`",
+                     runs_on=("cuda", "cpu")),
 }
 
 

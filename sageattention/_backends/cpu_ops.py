@@ -1,10 +1,7 @@
-"""The C++ core as torch custom ops, so torch.compile(fullgraph=True) traces through
-sageattention without a graph break. Each op allocates its outputs and calls the core;
-its fake implementation only states shapes and dtypes.
-
-The ops are defined with torch.library.Library rather than the @custom_op decorator:
-the decorator wraps every kernel in a dynamo guard whose first call imports
-torch._dynamo, several seconds that every process would pay on its first attention.
+"""The C++ core as torch custom ops (registered for the CPU dispatch key through
+_op_registry), so torch.compile(fullgraph=True) traces through sageattention without a
+graph break. Each op allocates its outputs and calls the core; its fake implementation
+only states shapes and dtypes.
 """
 from __future__ import annotations
 
@@ -13,20 +10,7 @@ from typing import List, Optional, Tuple
 import torch
 
 from .. import _lib
-
-_NS = "sageattention"
-_LIB = torch.library.Library(_NS, "DEF")
-# torch 2.3 names the fake-kernel registration impl_abstract; 2.4 renamed it register_fake.
-_register_fake = getattr(torch.library, "register_fake", None) or torch.library.impl_abstract
-
-
-def define_op(schema: str, impl, fake):
-    """Define `sageattention::<schema>` with an eager kernel and a fake (meta) kernel."""
-    name = schema.split("(", 1)[0]
-    _LIB.define(schema)
-    _LIB.impl(name, impl, "CompositeExplicitAutograd")
-    _register_fake(f"{_NS}::{name}", fake, lib=_LIB)
-    return getattr(torch.ops.sageattention, name).default
+from .._op_registry import define_op
 
 
 def _threads() -> int:
@@ -126,12 +110,12 @@ def _attention_fake(q, k, v, q_scale, k_scale, v_scale, groupings, pv_mode, v_sc
 
 quantize_tokens = define_op(
     "quantize_tokens(Tensor x, int block, int groups, int stride, bool per_tensor, bool fp8, Tensor? mean)"
-    " -> (Tensor, Tensor)", _quantize_tokens, _quantize_tokens_fake)
-channel_mean = define_op("channel_mean(Tensor x) -> Tensor", _channel_mean, _channel_mean_fake)
-quantize_channels = define_op("quantize_channels(Tensor x, bool fp8) -> (Tensor, Tensor)", _quantize_channels,
-                              _quantize_channels_fake)
+    " -> (Tensor, Tensor)", _quantize_tokens_fake, {"CPU": _quantize_tokens})
+channel_mean = define_op("channel_mean(Tensor x) -> Tensor", _channel_mean_fake, {"CPU": _channel_mean})
+quantize_channels = define_op("quantize_channels(Tensor x, bool fp8) -> (Tensor, Tensor)", _quantize_channels_fake,
+                              {"CPU": _quantize_channels})
 attention = define_op(
     "attention(Tensor q, Tensor k, Tensor v, Tensor q_scale, Tensor k_scale, Tensor? v_scale, int[] groupings,"
     " int pv_mode, int v_scale_mode, Tensor? k_mean, Tensor? mask, float sm_scale, bool causal, bool out_hnd,"
     " ScalarType out_dtype, bool fp8_output, bool return_lse) -> (Tensor, Tensor, Tensor)",
-    _attention, _attention_fake)
+    _attention_fake, {"CPU": _attention})
