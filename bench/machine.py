@@ -73,7 +73,10 @@ def machine_info(lib: ModuleType | None, sage: ModuleType | None) -> dict[str, A
 
         physical = psutil.cpu_count(logical=False)
     except ImportError:
-        pass
+        # /proc/cpuinfo's "cpu cores" counts one socket's cores; a multi-socket machine
+        # without psutil reads low, which the report shows as given.
+        cores = cpuinfo.get("cpu cores", "")
+        physical = int(cores) if cores.isdigit() else None
     return {
         "cpu_model": cpuinfo.get("model name", platform.processor() or platform.machine()),
         "cpu_family_model": f"family {cpuinfo.get('cpu family', '?')} model {cpuinfo.get('model', '?')}",
