@@ -196,6 +196,21 @@ def test_refusals_name_mate(fake_mate: Any) -> None:
     assert fake_mate.calls == []
 
 
+def test_int32_element_limit_names_mate(fake_mate: Any) -> None:
+    """MATE's binding counts elements and strides in int32: larger tensors are refused
+    before MATE is called (zero-stride views: nothing is allocated)."""
+    backend = get_backend(torch.device("cpu"))
+    assert backend.name == "musa"
+    big_q = torch.zeros(1, dtype=torch.int8).expand(1, 2**24, 2, 64)  # 2^31 elements
+    k = torch.zeros(1, dtype=torch.int8).expand(1, 128, 2, 64)
+    v = torch.zeros(1, dtype=torch.float8_e4m3fn).expand(1, 128, 2, 64)
+    one = torch.ones(1, 1, 1)
+    with pytest.raises(NotImplementedError, match="q: .*int32"):
+        backend.attention_quantized(big_q, k, v, one, one, one, 0.125, False, PER_TENSOR, False, False,
+                                    k_mean=None, out_dtype=torch.bfloat16)
+    assert fake_mate.calls == []
+
+
 # --------------------------------------------------------------------------- #
 # The fake is strict: a call that breaks MATE's contract fails                 #
 # --------------------------------------------------------------------------- #

@@ -33,6 +33,9 @@ MATE_QUANT_MODES: dict[QuantRecipe, int] = {
 # MATE's kernel bucket covers head dims up to 128 (binding: headdim_qk/headdim_v <= 128).
 MATE_MAX_HEAD_DIM = 128
 
+# The binding holds element counts and strides in int32.
+MATE_MAX_ELEMENTS = 2**31 - 1
+
 
 def token_scale(scale: torch.Tensor) -> torch.Tensor:
     """Q/K (or V per-block) scale: (B, H, G) -> (B, G, H, 1); (1, 1, 1) -> (1, 1, 1, 1)."""

@@ -106,6 +106,13 @@ class MusaBackend:
                 raise NotImplementedError(
                     f"{name}: head dim {t.shape[-1]} is above MATE's maximum of {mate_layout.MATE_MAX_HEAD_DIM}"
                 )
+        b, nq, hq, _ = q.shape
+        sizes = (("q", q.numel()), ("k", k.numel()), ("v", v.numel()), ("out", b * nq * hq * v.shape[-1]))
+        for name, n in sizes:
+            if n > mate_layout.MATE_MAX_ELEMENTS:
+                raise NotImplementedError(
+                    f"{name}: {n} elements; MATE's binding indexes tensors with int32 (at most 2^31 - 1)"
+                )
         v_mate = mate_layout.channel_scale(v_scale) if r.v_per_channel else mate_layout.token_scale(v_scale)
         result = self._mate().sage_attn_quantized(
             q=q, k=k, v=v,
