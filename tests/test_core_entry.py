@@ -230,7 +230,7 @@ add("qc_scale_f16", "TypeError", r"v_scale.*float16", qc(scale=torch.empty(B, H,
 add("qc_scale_expand", "ValueError", r"v_scale.*overlap", qc(scale=torch.empty(1, 1, D).expand(B, H, D)))
 add("qc_threads_2000", "ValueError", r"num_threads", qc(num_threads=2000))
 add("qc_int8_ok", None, "", qc(codes=lambda c: c.view(I8), fp8=False))
-add("qc_int8_codes_fp8", "TypeError", r"v_codes.*float8", qc(fp8=False))
+add("qc_int8_codes_fp8", "TypeError", r"v_codes.*uint8.*expected int8", qc(fp8=False))
 
 
 @lambda f: add("qc_strided_ok", None, "", f)
@@ -309,7 +309,7 @@ add("af_pv_mode_negative", "ValueError", r"pv_mode", af(pv_mode=-1))
 add("af_v_scale_mode_2", "ValueError", r"v_scale_mode", af(v_scale_mode=2))
 add("af_v_scale_mode_negative", "ValueError", r"v_scale_mode", af(v_scale_mode=-1))
 add("af_pv_mode_fp8_with_half_v", "TypeError", r"\bv\b.*bfloat16", af(v=_randn((AB, NK, HKV, AD), 1)))
-add("af_pv_mode_int8_with_fp8_v", "TypeError", r"\bv\b.*float8", af(pv_mode=2))
+add("af_pv_mode_int8_with_fp8_v", "TypeError", r"\bv\b.*uint8", af(pv_mode=2))
 # The int8 P·V mode: int8 V codes (here the fp8 bytes reinterpreted: any int8 is legal).
 add("af_pv_mode_int8_ok", None, "", af(pv_mode=2, v=lambda v: v.view(I8)))
 add("af_pv_mode_int8_without_v_scale", "ValueError", r"v_scale", af(pv_mode=2, v=lambda v: v.view(I8), v_scale=None))
