@@ -21,7 +21,9 @@ CEILING_UNITS: dict[tuple[str, str], tuple[str, str]] = {
     # Q·Kᵀ: VPMADDUBSW + VPMADDWD + VPADDD ymm (also on CPUs with AVX-VNNI: the AVX2
     # kernels do not use it). P·V: fp32 FMA ymm over V decoded from fp8.
     ("avx2", "fp8"): ("avx2_maddubs_i8", "avx2_fma_fp32"),
-    ("avx2", "int8"): ("avx2_maddubs_i8", "avx2_maddubs_i8"),
+    # P·V: P and V widened to int16, VPMADDWD + VPADDD ymm (VPMADDUBSW's saturating
+    # int16 pair sum cannot hold 255·127 twice).
+    ("avx2", "int8"): ("avx2_maddubs_i8", "avx2_vpmaddwd"),
 }
 
 

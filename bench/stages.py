@@ -65,7 +65,8 @@ def tile_costs(parsed: dict[str, dict[str, float]], isa_path: str, head_dim: int
         return None
     stream = next((c for lbl, c in lines.items() if "streaming" in lbl), {})
     pack_k = stream.get("pack_k(int8)", qk_line.get("pack_k", 0.0))
-    pack_v = stream.get("pack_v", pv_line.get("pack_v", 0.0))
+    # The streaming line packs fp8 V; another mode's V pack comes from its own line.
+    pack_v = stream.get("pack_v", pv_line.get("pack_v", 0.0)) if pv_mode == "fp8" else pv_line.get("pack_v", 0.0)
     return TileCosts(isa_path, head_dim, pv_mode, {
         "pack": pack_k + pack_v, "qk": qk_line["qk"], "softmax": pv_line["softmax"], "pv": pv_line["pv"]})
 

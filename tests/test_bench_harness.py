@@ -70,7 +70,8 @@ HARNESS_OUTPUT = """\
 avx2   int8 d=64: pack_q   0.15 us  pack_k   0.17 us  qk    4.00 us ( 62.3 GMAC/s)
 avx2   fp8  d=64: pack_q   0.40 us  pack_k   0.80 us  qk    9.00 us ( 55.5 GMAC/s)
 avx2   streaming from a strided 4096-key tensor: pack_v   1.00 us  pack_k(int8)   0.50 us
-avx2   dv=64: softmax   2.00 us  pack_v   0.49 us  pv    4.50 us ( 57.1 GMAC/s)
+avx2   fp8  P·V dv=64: softmax   2.00 us  pack_v   0.49 us  pv    4.50 us ( 57.1 GMAC/s)
+avx2   int8 P·V dv=64: softmax   2.50 us  pack_v   0.30 us  pv    3.00 us ( 85.0 GMAC/s)
 avx512: not available on this CPU, skipped
 """
 
@@ -81,10 +82,13 @@ def test_tile_costs_from_the_harness_output(tmp_path: Path) -> None:
     script.chmod(0o755)
     raw, parsed = native.run_tile_harness(script, 64, 1)
     assert raw == HARNESS_OUTPUT
-    tile = stages.tile_costs(parsed, "avx2", 64, "fp8")
-    assert tile is not None
-    assert tile.us == pytest.approx({"pack": 1.5, "qk": 4.0, "softmax": 2.0, "pv": 4.5})
-    assert stages.tile_costs(parsed, "avx2", 64, "int8") is None  # no int8 P·V line: n/a
+    fp8 = stages.tile_costs(parsed, "avx2", 64, "fp8")
+    assert fp8 is not None
+    assert fp8.us == pytest.approx({"pack": 1.5, "qk": 4.0, "softmax": 2.0, "pv": 4.5})
+    int8 = stages.tile_costs(parsed, "avx2", 64, "int8")  # its own line, its own V pack
+    assert int8 is not None
+    assert int8.us == pytest.approx({"pack": 0.8, "qk": 4.0, "softmax": 2.5, "pv": 3.0})
+    assert stages.tile_costs(parsed, "avx2", 64, "16bit") is None  # no line for the mode: n/a
     assert stages.tile_costs(parsed, "avx512", 64, "fp8") is None
     assert stages.tile_costs(parsed, "avx2", 128, "fp8") is None
 

@@ -291,6 +291,33 @@ __attribute__((target("avx2"), noinline)) std::uint64_t body_avx2_maddubs_i8(
   return iters;
 }
 
+// VPMADDWD + VPADDD ymm, the AVX2 int8 P·V idiom (P and V widened to int16): 16 int16 x
+// int16 multiply-adds, pairwise summed into 8 int32 lanes = 32 ops per pair. As in the
+// maddubs probe, the accumulator feeds an operand so that no step is loop-invariant.
+__attribute__((target("avx2"), noinline)) std::uint64_t body_avx2_vpmaddwd(Clock::time_point deadline) {
+#define SAGEATTN_INIT(i) __m256i acc##i = _mm256_set1_epi32(0x00010002 + (i));
+  SAGEATTN_REP12(SAGEATTN_INIT)
+#undef SAGEATTN_INIT
+  const __m256i b = _mm256_set1_epi16(-3);
+  std::uint64_t iters = 0;
+  do {
+#pragma GCC unroll 2
+    for (int r = 0; r < kItersPerClockCheck; ++r) {
+#define SAGEATTN_STEP(i) acc##i = _mm256_add_epi32(acc##i, _mm256_madd_epi16(acc##i, b));
+      SAGEATTN_REP12(SAGEATTN_STEP)
+#undef SAGEATTN_STEP
+      SAGEATTN_REP12(SAGEATTN_PIN_X)
+    }
+    iters += kItersPerClockCheck;
+  } while (Clock::now() < deadline);
+  __m256i sum = acc0;
+#define SAGEATTN_SUM(i) sum = _mm256_add_epi32(sum, acc##i);
+  SAGEATTN_REP12(SAGEATTN_SUM)
+#undef SAGEATTN_SUM
+  g_int_sink = g_int_sink + hsum_epi32_256(sum);
+  return iters;
+}
+
 // VFMADD231PS ymm: 8 fp32 FMAs = 16 ops.
 __attribute__((target("avx2,fma"), noinline)) std::uint64_t body_avx2_fma_fp32(
     Clock::time_point deadline) {
@@ -327,6 +354,7 @@ const ProbeSpec kProbes[] = {
     {"avx512_fma_fp32", 32.0 * kChains, cpu_has_avx512f, body_avx512_fma_fp32},
     {"avx_vnni_vpdpbusd", 64.0 * kChains, cpu_has_avx_vnni, body_avx_vnni_vpdpbusd},
     {"avx2_maddubs_i8", 64.0 * kChains, cpu_has_avx2, body_avx2_maddubs_i8},
+    {"avx2_vpmaddwd", 32.0 * kChains, cpu_has_avx2, body_avx2_vpmaddwd},
     {"avx2_fma_fp32", 16.0 * kChains, cpu_has_avx2_fma, body_avx2_fma_fp32},
 };
 
@@ -340,6 +368,7 @@ const ProbeSpec kProbes[] = {
     {"avx512_fma_fp32", 32.0 * kChains, never_supported, nullptr},
     {"avx_vnni_vpdpbusd", 64.0 * kChains, never_supported, nullptr},
     {"avx2_maddubs_i8", 64.0 * kChains, never_supported, nullptr},
+    {"avx2_vpmaddwd", 32.0 * kChains, never_supported, nullptr},
     {"avx2_fma_fp32", 16.0 * kChains, never_supported, nullptr},
 };
 
