@@ -14,7 +14,10 @@ from typing import Protocol
 # benchmark's recipe (int8 Q·Kᵀ, the default). THE place to edit when a path moves to
 # another unit, e.g. fp8 P·V onto VDPBF16PS: ("avx512", "fp8"): (..., "avx512_vdpbf16ps").
 CEILING_UNITS: dict[tuple[str, str], tuple[str, str]] = {
-    # Q·Kᵀ: VPDPBUSD zmm. P·V: fp32 FMA zmm over V decoded from fp8.
+    # Q·Kᵀ: VPDPBUSD zmm. P·V: VDPBF16PS zmm over fp8 P and V codes held exactly in bf16.
+    ("avx512_bf16", "fp8"): ("avx512_vpdpbusd", "avx512_vdpbf16ps"),
+    ("avx512_bf16", "int8"): ("avx512_vpdpbusd", "avx512_vpdpbusd"),
+    # Q·Kᵀ: VPDPBUSD zmm. P·V: fp32 FMA zmm over V decoded from fp8 (AVX-512 without BF16).
     ("avx512", "fp8"): ("avx512_vpdpbusd", "avx512_fma_fp32"),
     # P·V: u8 P codes × s8 V codes, VPDPBUSD zmm.
     ("avx512", "int8"): ("avx512_vpdpbusd", "avx512_vpdpbusd"),

@@ -30,7 +30,8 @@ import sageattention
 ISAS = tuple(reversed(_lib.cpu_isa_names()))  # scalar first
 _SKIP_REASON = {
     "avx2": "CPU lacks AVX2 (FMA+F16C), or this build has no x86 kernels",
-    "avx512": "CPU lacks AVX-512 (VNNI+BF16), or this build has no x86 kernels",
+    "avx512": "CPU lacks AVX-512 (F/BW/VL/DQ + VNNI), or this build has no x86 kernels",
+    "avx512_bf16": "CPU lacks AVX-512 BF16 (VDPBF16PS), or this build has no x86 kernels",
 }
 
 

@@ -26,7 +26,8 @@ DTYPES = [torch.bfloat16, torch.float16]
 # CPU features each path needs, as /proc/cpuinfo spells them.
 _ISA_FLAGS = {
     "avx2": ["avx2", "fma", "f16c"],
-    "avx512": ["avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx512_bf16"],
+    "avx512": ["avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni"],
+    "avx512_bf16": ["avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx512_bf16"],
 }
 
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "sageattn/error.h"
@@ -18,7 +19,7 @@
 namespace sageattn {
 namespace {
 
-constexpr int kTileM = 128;  // query rows per task (K/V tiles are packed once per 128 rows)
+constexpr int kTileM = 128;  // query rows per task
 constexpr int kTileN = 64;  // keys per tile
 static_assert(kTileN <= kInt8PvMaxKeys, "the int8 P·V kernels' exact sums are bounded in keys per tile");
 constexpr float kLog2e = 1.4426950408889634f;
@@ -32,7 +33,7 @@ struct Dims {
 
 // Per-thread working memory, sized once per call: nothing is allocated in the loop.
 struct Scratch {
-  std::vector<float> qbuf, kbuf, vbuf, s, p, p_scale, o, m, l, alpha, row_scale, col_scale, v_scale;
+  std::vector<float> qbuf, kbuf, vbuf, s, p, p_scale, o, m, l, alpha, row_scale, col_scale, v_scale, v_row_scale;
   explicit Scratch(const Dims& d) {
     const int64_t dmax = std::max<int64_t>(d.D, 1);
     qbuf.resize(kTileM * dmax + 64);
@@ -50,6 +51,7 @@ struct Scratch {
     row_scale.resize(kTileM);
     col_scale.resize(kTileN);
     v_scale.resize(std::max<int64_t>(d.Dv, kTileN));
+    v_row_scale.resize(kTileN);
   }
 };
 
@@ -218,13 +220,84 @@ float smoothing_shift(const AttentionArgs& a, int64_t b, int64_t i, int64_t hq, 
   return acc;
 }
 
-// One task: query rows [i0, i0 + mq) of head (b, hq), over all visible key tiles.
+// Packs key tiles of one (b, kv head): K and V codes into the ISA's layouts, and the
+// per-key K scales. V's scale goes where the P·V mode wants it: folded into V (from
+// v_channel_scale or the per-key V scales) or, for a mode that scales after the dot,
+// returned as the tile's one V scale (per-token V; per-channel V is scaled by the
+// caller at the end).
+struct KeyTilePacker {
+  const AttentionArgs& a;
+  const Dims& d;
+  const TileOps& ops;
+  const PvOps& pv;
+  int64_t b, hkv;
+
+  bool v_scaled() const { return a.pv_mode != PvMode::kHalf; }
+  bool v_per_channel() const { return v_scaled() && a.v_scale_mode == VScaleMode::kPerChannel; }
+
+  // The first nk keys of tile t (keys [t·kTileN, +nk)); v_row_scale: kTileN floats of scratch.
+  float pack(int64_t t, int nk, void* k, float* k_scale, void* v, const float* v_channel_scale,
+             float* v_row_scale) const {
+    const int64_t j0 = t * kTileN;
+    const uint8_t* kbase = static_cast<const uint8_t*>(a.k.data) + b * a.k.stride[0] + hkv * a.k.stride[2];
+    ops.pack_k(kbase + j0 * a.k.stride[1], a.k.stride[1], nk, static_cast<int>(d.D), a.qk_dtype, k);
+    for (int j = 0; j < nk; ++j) k_scale[j] = scale3(a.k_scale, b, hkv, a.k_grouping.group_of(j0 + j, d.Nk));
+
+    const float* channel_scale = v_per_channel() && !pv.v_scale_after_dot ? v_channel_scale : nullptr;
+    const float* row_scale = nullptr;
+    float tile_scale = 1.0f;
+    if (v_scaled() && !v_per_channel()) {
+      for (int j = 0; j < nk; ++j) v_row_scale[j] = scale3(*a.v_scale, b, hkv, a.v_grouping.group_of(j0 + j, d.Nk));
+      if (pv.v_scale_after_dot) tile_scale = v_row_scale[0];  // one group per key tile (checked per call)
+      else row_scale = v_row_scale;
+    }
+    const int64_t v_elem = dtype_size(a.v.dtype);
+    const uint8_t* vbase = static_cast<const uint8_t*>(a.v.data) + (b * a.v.stride[0] + hkv * a.v.stride[2]) * v_elem;
+    pv.pack_v(vbase + j0 * a.v.stride[1] * v_elem, a.v.stride[1], a.v.dtype, nk, static_cast<int>(d.Dv), channel_scale,
+              row_scale, v);
+    return tile_scale;
+  }
+};
+
+// The packed K/V tiles of one (b, kv head), shared by every query tile and thread
+// (tile t at t·k_stride / t·v_stride bytes). Allocated once per call without touching
+// its pages, so only what is packed becomes resident.
+struct SharedKeyTiles {
+  int64_t tiles = 0, k_stride = 0, v_stride = 0;
+  std::unique_ptr<uint8_t[]> k, v;
+  std::vector<float> k_scale, v_tile_scale;
+
+  static int64_t round64(int64_t n) { return (n + 63) / 64 * 64; }
+  SharedKeyTiles(const Dims& d, const TileOps& ops, const PvOps& pv, QuantDType qk)
+      : tiles((d.Nk + kTileN - 1) / kTileN),
+        k_stride(round64(ops.k_bytes(kTileN, static_cast<int>(d.D), qk))),
+        v_stride(round64(pv.v_bytes(kTileN, static_cast<int>(d.Dv)))) {}
+  int64_t bytes() const { return tiles * (k_stride + v_stride); }
+  void allocate() {
+    k.reset(new uint8_t[tiles * k_stride + 64]);
+    v.reset(new uint8_t[tiles * v_stride + 64]);
+    k_scale.resize(tiles * kTileN);
+    v_tile_scale.resize(tiles);
+  }
+  void* k_tile(int64_t t) const { return align(k.get()) + t * k_stride; }
+  void* v_tile(int64_t t) const { return align(v.get()) + t * v_stride; }
+  static uint8_t* align(uint8_t* p) { return reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t{63}); }
+};
+
+void fill_v_channel_scale(const AttentionArgs& a, const Dims& d, int64_t b, int64_t hkv, float* out) {
+  if (a.pv_mode == PvMode::kHalf || a.v_scale_mode != VScaleMode::kPerChannel) return;
+  for (int64_t c = 0; c < d.Dv; ++c) out[c] = scale3(*a.v_scale, b, hkv, c);
+}
+
+// One task: query rows [i0, i0 + mq) of head (b, hq), over all visible key tiles, taken
+// from `shared` or, when it is null, packed into this thread's scratch tile by tile.
 void attend_tile(const AttentionArgs& a, const Dims& d, const TileOps& ops, const PvOps& pv, Scratch& sc,
-                 int64_t b, int64_t hq, int64_t i0) {
+                 int64_t b, int64_t hq, int64_t i0, const SharedKeyTiles* shared) {
   const int mq = static_cast<int>(std::min<int64_t>(kTileM, d.Nq - i0));
   const int64_t hkv = hq / (d.Hq / d.Hkv);
   const int D = static_cast<int>(d.D), Dv = static_cast<int>(d.Dv);
   const float score_scale = a.sm_scale * kLog2e;
+  const KeyTilePacker packer{a, d, ops, pv, b, hkv};
 
   const uint8_t* qsrc = static_cast<const uint8_t*>(a.q.data) + b * a.q.stride[0] + i0 * a.q.stride[1] + hq * a.q.stride[2];
   ops.pack_q(qsrc, a.q.stride[1], mq, D, a.qk_dtype, sc.qbuf.data());
@@ -234,25 +307,31 @@ void attend_tile(const AttentionArgs& a, const Dims& d, const TileOps& ops, cons
     sc.l[i] = 0.0f;
   }
   std::fill(sc.o.begin(), sc.o.begin() + static_cast<int64_t>(mq) * Dv, 0.0f);
-  // V's scale, if V has one: folded into the packed V, or applied after the dot (per
-  // key tile for token groups, per output element at the end for channels).
-  const bool v_scaled = a.pv_mode != PvMode::kHalf;
-  const bool v_per_channel = v_scaled && a.v_scale_mode == VScaleMode::kPerChannel;
-  const bool v_per_token = v_scaled && !v_per_channel;
-  if (v_per_channel) {
-    for (int c = 0; c < Dv; ++c) sc.v_scale[c] = scale3(*a.v_scale, b, hkv, c);
-  }
+  fill_v_channel_scale(a, d, b, hkv, sc.v_scale.data());
 
   const int64_t kend = a.causal ? std::min<int64_t>(d.Nk, i0 + mq) : d.Nk;
-  const uint8_t* kbase = static_cast<const uint8_t*>(a.k.data) + b * a.k.stride[0] + hkv * a.k.stride[2];
-  const int64_t v_elem = dtype_size(a.v.dtype);
-  const uint8_t* vbase = static_cast<const uint8_t*>(a.v.data) + (b * a.v.stride[0] + hkv * a.v.stride[2]) * v_elem;
   for (int64_t j0 = 0; j0 < kend; j0 += kTileN) {
+    const int64_t t = j0 / kTileN;
     const int nk = static_cast<int>(std::min<int64_t>(kTileN, kend - j0));
-    ops.pack_k(kbase + j0 * a.k.stride[1], a.k.stride[1], nk, D, a.qk_dtype, sc.kbuf.data());
-    for (int j = 0; j < nk; ++j) sc.col_scale[j] = scale3(a.k_scale, b, hkv, a.k_grouping.group_of(j0 + j, d.Nk));
-    ops.qk(sc.qbuf.data(), sc.kbuf.data(), mq, nk, D, a.qk_dtype, sc.row_scale.data(),
-           sc.col_scale.data(), sc.s.data(), kTileN);
+    const void* kt;
+    const float* k_scale;
+    const void* vt;
+    float v_tile_scale;
+    // A causal diagonal tile that ends before the shared tile does is packed for its
+    // visible keys only: the kernels read a packed tile for exactly the keys it holds.
+    if (shared && nk == std::min<int64_t>(kTileN, d.Nk - j0)) {
+      kt = shared->k_tile(t);
+      k_scale = shared->k_scale.data() + t * kTileN;
+      vt = shared->v_tile(t);
+      v_tile_scale = shared->v_tile_scale[t];
+    } else {
+      v_tile_scale = packer.pack(t, nk, sc.kbuf.data(), sc.col_scale.data(), sc.vbuf.data(), sc.v_scale.data(),
+                                 sc.v_row_scale.data());
+      kt = sc.kbuf.data();
+      k_scale = sc.col_scale.data();
+      vt = sc.vbuf.data();
+    }
+    ops.qk(sc.qbuf.data(), kt, mq, nk, D, a.qk_dtype, sc.row_scale.data(), k_scale, sc.s.data(), kTileN);
     if (a.causal && j0 + nk - 1 > i0) {  // diagonal tile: hide keys after each query
       for (int i = 0; i < mq; ++i)
         for (int j = std::max<int64_t>(0, i0 + i + 1 - j0); j < nk; ++j) sc.s[i * kTileN + j] = kNegInf;
@@ -262,20 +341,9 @@ void attend_tile(const AttentionArgs& a, const Dims& d, const TileOps& ops, cons
     }
     pv.softmax(sc.s.data(), kTileN, mq, nk, sc.m.data(), sc.l.data(), sc.alpha.data(), sc.p.data(), kTileN,
                sc.p_scale.data());
-    const float* channel_scale = v_per_channel && !pv.v_scale_after_dot ? sc.v_scale.data() : nullptr;
-    const float* row_scale = nullptr;
-    float tile_scale = 1.0f;
-    if (v_per_token) {
-      for (int j = 0; j < nk; ++j) sc.col_scale[j] = scale3(*a.v_scale, b, hkv, a.v_grouping.group_of(j0 + j, d.Nk));
-      if (pv.v_scale_after_dot) tile_scale = sc.col_scale[0];  // one group per key tile (checked per call)
-      else row_scale = sc.col_scale.data();
-    }
-    pv.pack_v(vbase + j0 * a.v.stride[1] * v_elem, a.v.stride[1], a.v.dtype, nk, Dv, channel_scale, row_scale,
-              sc.vbuf.data());
-    pv.pv(sc.p.data(), kTileN, sc.p_scale.data(), sc.vbuf.data(), mq, nk, Dv, sc.alpha.data(), tile_scale,
-          sc.o.data(), Dv);
+    pv.pv(sc.p.data(), kTileN, sc.p_scale.data(), vt, mq, nk, Dv, sc.alpha.data(), v_tile_scale, sc.o.data(), Dv);
   }
-  const bool scale_channels_now = v_per_channel && pv.v_scale_after_dot;
+  const bool scale_channels_now = packer.v_per_channel() && pv.v_scale_after_dot;
 
   for (int i = 0; i < mq; ++i) {
     float* orow = sc.o.data() + static_cast<int64_t>(i) * Dv;
@@ -312,9 +380,13 @@ const PvOps& select_pv_ops(const AttentionArgs& a, const Dims& d, const TileOps&
   }
   if (pv.v_scale_after_dot && a.v_scale_mode == VScaleMode::kPerToken &&
       !a.v_grouping.constant_over_tiles(d.Nk, kTileN)) {
-    throw Error(ErrorKind::kNotImplemented,
-                "v_grouping: this P·V mode applies V's scale once per key tile, so a V scale group must "
-                "not change inside a " + std::to_string(kTileN) + "-key tile");
+    const PvOps& folded = ops.pv_ops_folded_scale(a.pv_mode);
+    if (!folded.built()) {
+      throw Error(ErrorKind::kNotImplemented,
+                  "v_grouping: this P·V mode applies V's scale once per key tile, so a V scale group must "
+                  "not change inside a " + std::to_string(kTileN) + "-key tile");
+    }
+    return folded;
   }
   return pv;
 }
@@ -328,18 +400,47 @@ void attention_forward(const AttentionArgs& a) {
   const TileOps& ops = tile_ops_for(isa);
   const PvOps& pv = select_pv_ops(a, d, ops, isa);
   const int64_t q_tiles = (d.Nq + kTileM - 1) / kTileM;
-  const int64_t heads = d.B * d.Hq;
+  const int64_t rep = d.Hq / d.Hkv;  // query heads per kv head
   const int threads = std::max(1, a.num_threads);
+  SharedKeyTiles shared(d, ops, pv, a.qk_dtype);
+  // Above the byte limit, key tiles are packed per query tile instead: extra memory
+  // stays small at any N (tests/test_scale.py).
+  const bool share = d.Nk > 0 && shared.bytes() <= a.shared_kv_max_bytes;
+  const int64_t max_tasks = std::max(q_tiles * d.B * d.Hq, share ? shared.tiles : 0);
   std::vector<Scratch> scratch;
   scratch.reserve(threads);
-  for (int t = 0; t < std::min<int64_t>(threads, q_tiles * heads); ++t) scratch.emplace_back(d);
+  for (int t = 0; t < std::min<int64_t>(threads, max_tasks); ++t) scratch.emplace_back(d);
   // Causal tiles further down the sequence see more keys: hand them out first so the
   // dynamic schedule ends with the cheap ones and the threads finish together.
-  parallel_for(q_tiles * heads, threads, [&](int64_t task, int worker) {
-    const int64_t tile = a.causal ? q_tiles - 1 - task / heads : task / heads;
-    const int64_t bh = task % heads;
-    attend_tile(a, d, ops, pv, scratch[worker], bh / d.Hq, bh % d.Hq, tile * kTileM);
-  });
+  auto tile_of = [&](int64_t task, int64_t heads) { return a.causal ? q_tiles - 1 - task / heads : task / heads; };
+
+  if (!share) {
+    // Every task packs the key tiles it reads (O(1) extra memory per thread).
+    const int64_t heads = d.B * d.Hq;
+    parallel_for(q_tiles * heads, threads, [&](int64_t task, int worker) {
+      const int64_t bh = task % heads;
+      attend_tile(a, d, ops, pv, scratch[worker], bh / d.Hq, bh % d.Hq, tile_of(task, heads) * kTileM, nullptr);
+    });
+    return;
+  }
+  // K/V packed once per (b, kv head): the threads split the key tiles to pack them, then
+  // the query tiles of the kv head's query heads.
+  shared.allocate();
+  std::vector<float> v_channel_scale(std::max<int64_t>(d.Dv, 1));
+  for (int64_t b = 0; b < d.B; ++b) {
+    for (int64_t hkv = 0; hkv < d.Hkv; ++hkv) {
+      const KeyTilePacker packer{a, d, ops, pv, b, hkv};
+      fill_v_channel_scale(a, d, b, hkv, v_channel_scale.data());
+      parallel_for(shared.tiles, threads, [&](int64_t t, int worker) {
+        const int nk = static_cast<int>(std::min<int64_t>(kTileN, d.Nk - t * kTileN));
+        shared.v_tile_scale[t] = packer.pack(t, nk, shared.k_tile(t), shared.k_scale.data() + t * kTileN,
+                                             shared.v_tile(t), v_channel_scale.data(), scratch[worker].v_row_scale.data());
+      });
+      parallel_for(q_tiles * rep, threads, [&](int64_t task, int worker) {
+        attend_tile(a, d, ops, pv, scratch[worker], b, hkv * rep + task % rep, tile_of(task, rep) * kTileM, &shared);
+      });
+    }
+  }
 }
 
 }  // namespace sageattn

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <new>
@@ -78,6 +79,28 @@ struct Job {
   }
 };
 
+// Idles briefly in a spin before sleeping: a call runs several fork-joins back to back
+// (quantizers, K/V packing, attention), and a futex wake-up per fork costs more than
+// the small ones take. Both sides spin this long at most, then block.
+constexpr auto kSpin = std::chrono::microseconds(100);
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// Spins on `done()` for up to kSpin; true when it became true.
+template <class Pred>
+bool spin_until(Pred done) {
+  const auto until = std::chrono::steady_clock::now() + kSpin;
+  for (int i = 0;; ++i) {
+    if (done()) return true;
+    cpu_relax();
+    if ((i & 63) == 63 && std::chrono::steady_clock::now() > until) return false;
+  }
+}
+
 // Persistent workers for the common case of one caller at a time. A second concurrent
 // caller does not wait for the first: it gets threads of its own (see parallel_for).
 class Pool {
@@ -108,46 +131,57 @@ class Pool {
 
   void run(Job& job, int num_threads) {
     ensure_workers(num_threads - 1);
-    {
+    job_.store(&job, std::memory_order_relaxed);
+    done_.store(0, std::memory_order_relaxed);
+    const int wanted = num_threads - 1;
+    // One word holds the generation and how many workers it wants, so a worker decides
+    // from one consistent snapshot. Sequentially consistent with the sleepers_ check
+    // (see worker_loop): a worker either sees the new generation or is woken here.
+    state_.store(((state_.load() >> 16) + 1) << 16 | static_cast<uint64_t>(wanted));
+    if (sleepers_.load() > 0) {
       std::lock_guard<std::mutex> lock(mutex_);
-      job_ = &job;
-      wanted_ = num_threads - 1;
-      done_ = 0;
-      ++generation_;
+      cv_.notify_all();
     }
-    cv_.notify_all();
     job.run(0);
-    std::unique_lock<std::mutex> lock(mutex_);
-    done_cv_.wait(lock, [&] { return done_ == wanted_; });
-    job_ = nullptr;
+    auto all_done = [&] { return done_.load(std::memory_order_acquire) == wanted; };
+    if (!spin_until(all_done)) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      done_cv_.wait(lock, all_done);
+    }
   }
 
  private:
   void ensure_workers(int n) {
     while (static_cast<int>(workers_.size()) < n) {
       const int id = static_cast<int>(workers_.size()) + 1;
-      workers_.emplace_back([this, id] { worker_loop(id); });
+      workers_.emplace_back([this, id, seen = state_.load() >> 16] { worker_loop(id, seen); });
       workers_.back().detach();
     }
   }
 
-  void worker_loop(int id) {
-    uint64_t seen = 0;
+  // A worker wanted by generation g runs g's job exactly once; the caller does not start
+  // g + 1 before every worker g wants is done, so job_ is g's while it runs.
+  void worker_loop(int id, uint64_t seen) {
     for (;;) {
-      Job* job;
-      {
+      uint64_t st = state_.load();
+      auto fresh = [&] {
+        st = state_.load();
+        return (st >> 16) != seen;
+      };
+      if (!spin_until(fresh)) {
         std::unique_lock<std::mutex> lock(mutex_);
-        cv_.wait(lock, [&] { return generation_ != seen; });
-        seen = generation_;
-        if (id > wanted_) continue;
-        job = job_;
+        sleepers_.fetch_add(1);
+        cv_.wait(lock, fresh);
+        sleepers_.fetch_sub(1);
       }
-      job->run(id);
-      {
-        std::lock_guard<std::mutex> lock(mutex_);
-        ++done_;
+      seen = st >> 16;
+      const int wanted = static_cast<int>(st & 0xFFFF);
+      if (id > wanted) continue;
+      job_.load(std::memory_order_relaxed)->run(id);
+      if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == wanted) {
+        std::lock_guard<std::mutex> lock(mutex_);  // the caller may be about to block
+        done_cv_.notify_one();
       }
-      done_cv_.notify_one();
     }
   }
 
@@ -155,10 +189,10 @@ class Pool {
   std::mutex mutex_;
   std::condition_variable cv_, done_cv_;
   std::vector<std::thread> workers_;
-  Job* job_ = nullptr;
-  int wanted_ = 0;
-  int done_ = 0;
-  uint64_t generation_ = 0;
+  std::atomic<Job*> job_{nullptr};
+  std::atomic<int> done_{0};
+  std::atomic<int> sleepers_{0};
+  std::atomic<uint64_t> state_{0};  // generation << 16 | workers wanted
 };
 
 }  // namespace

@@ -31,6 +31,9 @@ struct AttentionArgs {
   std::optional<TensorRef> out_scale;// (B, Nq, Hq, 1) f32, required for fp8 out
   std::optional<TensorRef> lse;      // (B, Hq, Nq) f32
   int num_threads = 1;
+  // K/V are packed once per (b, kv head) and shared while they take at most this many
+  // bytes, else packed per query tile. Tests lower it to run both ways.
+  int64_t shared_kv_max_bytes = int64_t{32} << 20;
 };
 
 void attention_forward(const AttentionArgs& args);

@@ -14,7 +14,7 @@ namespace sageattn {
 struct TileOps;
 struct QuantOps;
 
-enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Bf16 = 3 };
 
 struct IsaInfo {
   Isa isa;

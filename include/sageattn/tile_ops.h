@@ -48,6 +48,9 @@ struct PvOps {
   void (*pv)(const void* p, int ldp, const float* p_scale, const void* v, int mq, int nk, int dv,
              const float* alpha, float v_scale, float* o, int ldo);
 
+  // Bytes pack_v writes for `rows` x `dv` (at most 4 per element).
+  int64_t (*v_bytes)(int rows, int dv);
+
   bool built() const { return softmax != nullptr; }
 };
 
@@ -62,15 +65,25 @@ struct TileOps {
   void (*qk)(const void* qp, const void* kp, int mq, int nk, int d, QuantDType t,
              const float* row_scale, const float* col_scale, float* s, int lds);
 
+  // Bytes pack_k writes for `rows` keys of `d` codes (at most 4 per element + 256).
+  int64_t (*k_bytes)(int rows, int d, QuantDType t);
+
   // The P·V modes, indexed by PvMode; a mode this ISA does not build has null entries.
   PvOps pv[kPvModeCount];
+  // Where pv[mode] applies V's scale after the dot, which needs one V scale per key
+  // tile: the same mode with the scale folded into V, for V token groupings whose group
+  // changes inside a key tile (none of the recipes; only direct core calls). Null where
+  // pv[mode] already folds the scale.
+  PvOps pv_folded_scale[kPvModeCount];
 
   const PvOps& pv_ops(PvMode mode) const { return pv[static_cast<int>(mode)]; }
+  const PvOps& pv_ops_folded_scale(PvMode mode) const { return pv_folded_scale[static_cast<int>(mode)]; }
 };
 
 const TileOps& scalar_tile_ops();
 const TileOps& avx2_tile_ops();
 const TileOps& avx512_tile_ops();
+const TileOps& avx512_bf16_tile_ops();
 
 // The 16-bit P·V mode's portable pieces (csrc/kernels/scalar/pv_half.cc), shared by
 // every ISA's table: P = fp16(p) as float, V decoded to float; pv is the ISA's FMA pv.
@@ -78,5 +91,6 @@ void softmax_p16(float* s, int lds, int mq, int nk, float* m, float* l, float* a
                  float* p_scale);
 void pack_v_half(const void* src, int64_t row_stride, DType v_dtype, int rows, int dv, const float* channel_scale,
                  const float* row_scale, void* dst);
+int64_t v_bytes_f32(int rows, int dv);  // a row-major fp32 V tile
 
 }  // namespace sageattn

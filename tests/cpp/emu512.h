@@ -4,6 +4,8 @@
 // simd/tile_kernels.h with it runs every line of the AVX-512 path except avx512.h's
 // one-intrinsic wrappers on a CPU without AVX-512.
 #pragma once
+#include <cstring>
+
 #include "sageattn/simd/avx2.h"
 
 namespace sageattn {
@@ -23,6 +25,8 @@ struct Emu512 {
   static constexpr bool kQOffset128 = true;
   using Pack = X86Pack<W, kQOffset128>;
   static constexpr bool kHasExactFallback = false;
+  static constexpr bool kBf16Dot = false;  // VDPBF16PS kernels (simd/avx512_bf16.h)
+  static constexpr bool kHasScalef = false;  // exp2v builds 2^n from exponent bits
 
   using A = Avx2;
   static int lo_n(int n) { return n < 8 ? n : 8; }
@@ -99,6 +103,46 @@ struct Emu512 {
       A::PvI8::store_codes(dst + 8, codes.hi);
     }
   };
+};
+
+// simd/avx512_bf16.h on the emulation: VDPBF16PS as the instruction defines it, per fp32
+// lane: acc = fma(a.hi, b.hi, acc), then acc = fma(a.lo, b.lo, acc) (the odd bf16 of the
+// pair first), RNE, every input (a, b and acc) and each step's result flushed from
+// denormals to a signed zero. tests/cpp checks it against the real instruction on CPUs
+// that have AVX-512 BF16.
+struct Emu512Bf16 : Emu512 {
+  static constexpr bool kBf16Dot = true;
+  static constexpr int kPvBf16Rows = 8, kPvBf16Vecs = 2;
+  static constexpr int kQkBf16Rows = 8, kQkBf16Panels = 2;
+
+  static __m256 flush_denormal(__m256 x) {
+    const __m256i xi = _mm256_castps_si256(x);
+    const __m256i exponent = _mm256_and_si256(xi, _mm256_set1_epi32(0x7F800000));
+    const __m256i denormal = _mm256_cmpeq_epi32(exponent, _mm256_setzero_si256());
+    const __m256i sign = _mm256_and_si256(xi, _mm256_set1_epi32(static_cast<int>(0x80000000u)));
+    return _mm256_castsi256_ps(_mm256_blendv_epi8(xi, sign, denormal));
+  }
+  static __m256 dpbf16_256(__m256 acc, __m256i a, __m256i b) {
+    const __m256i top = _mm256_set1_epi32(static_cast<int>(0xFFFF0000u));
+    const __m256 a_hi = flush_denormal(_mm256_castsi256_ps(_mm256_and_si256(a, top)));
+    const __m256 b_hi = flush_denormal(_mm256_castsi256_ps(_mm256_and_si256(b, top)));
+    const __m256 a_lo = flush_denormal(_mm256_castsi256_ps(_mm256_slli_epi32(a, 16)));
+    const __m256 b_lo = flush_denormal(_mm256_castsi256_ps(_mm256_slli_epi32(b, 16)));
+    acc = flush_denormal(_mm256_fmadd_ps(a_hi, b_hi, flush_denormal(acc)));
+    return flush_denormal(_mm256_fmadd_ps(a_lo, b_lo, acc));
+  }
+  static F dot_bf16(F acc, I a, I b) { return {dpbf16_256(acc.lo, a.lo, b.lo), dpbf16_256(acc.hi, a.hi, b.hi)}; }
+
+  static void store_bf16(uint16_t* p, F v) {
+    const __m256i a = _mm256_srli_epi32(_mm256_castps_si256(v.lo), 16);
+    const __m256i b = _mm256_srli_epi32(_mm256_castps_si256(v.hi), 16);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_permute4x64_epi64(_mm256_packus_epi32(a, b), 0xD8));
+  }
+  static void store_bf16_n(uint16_t* p, F v, int n) {
+    uint16_t tmp[16];
+    store_bf16(tmp, v);
+    std::memcpy(p, tmp, static_cast<size_t>(n) * 2);
+  }
 };
 
 }  // namespace

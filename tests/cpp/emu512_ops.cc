@@ -10,6 +10,11 @@ const TileOps& emu512_tile_ops() {
   return ops;
 }
 
+const TileOps& emu512_bf16_tile_ops() {
+  static const TileOps ops = simd::TileKernels<simd::Emu512Bf16>::table();
+  return ops;
+}
+
 }  // namespace sageattn
 
 // Direct access to the vector math for the unit tests (exp2 accuracy, fp8 rounding).
@@ -28,6 +33,12 @@ void exp2_avx2(const float* in, float* out, int n) { run_vec<simd::Avx2>(in, out
 void exp2_emu512(const float* in, float* out, int n) { run_vec<simd::Emu512>(in, out, n, false); }
 void fp8_round_avx2(const float* in, float* out, int n) { run_vec<simd::Avx2>(in, out, n, true); }
 void fp8_round_emu512(const float* in, float* out, int n) { run_vec<simd::Emu512>(in, out, n, true); }
+
+// n a multiple of 16.
+void dpbf16_emu512(const float* acc, const uint32_t* a, const uint32_t* b, float* out, int n) {
+  using T = simd::Emu512Bf16;
+  for (int i = 0; i + 16 <= n; i += 16) T::store(out + i, T::dot_bf16(T::load(acc + i), T::iload(a + i), T::iload(b + i)));
+}
 
 }  // namespace simd_test
 }  // namespace sageattn

@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "sageattn/attention.h"
 #include "sageattn/isa.h"
 #include "sageattn/numeric.h"
 #include "sageattn/tile_ops.h"
@@ -31,7 +32,10 @@
 #if defined(SAGEATTN_TEST_HAVE_EMU512)  // tests/cpp/emu512_ops.cc (x86 builds)
 namespace sageattn {
 const TileOps& emu512_tile_ops();
+const TileOps& emu512_bf16_tile_ops();
 namespace simd_test {
+void dpbf16_emu512(const float* acc, const uint32_t* a, const uint32_t* b, float* out, int n);
+bool dpbf16_real(const float* acc, const uint32_t* a, const uint32_t* b, float* out, int n);
 void exp2_avx2(const float* in, float* out, int n);
 void exp2_emu512(const float* in, float* out, int n);
 void fp8_round_avx2(const float* in, float* out, int n);
@@ -97,6 +101,7 @@ size_t packed_budget(int d) { return (64 * static_cast<size_t>(d < 1 ? 1 : d) + 
 struct Named {
   const char* name;
   const TileOps* ops;
+  bool bf16_layout = false;  // fp8 P·V on VDPBF16PS: P as bf16, V as bf16 pairs of raw codes
 };
 
 const int kDims[] = {1, 3, 8, 16, 40, 64, 72, 96, 128, 200, 256};
@@ -203,14 +208,35 @@ void run_tile(const Named& isa, std::mt19937& rng, int mq, int nk, int d, int dv
       l0[i] = 0.5f + 50.0f * unif(rng);
     }
   }
+  // The fp8 P·V mode's kernels. bf16-layout modes (VDPBF16PS: P as bf16, V as bf16 pairs
+  // of raw codes, V's scale after the dot) are decoded to the scalar layouts to compare.
+  const PvOps& fp8 = ops.pv_ops(PvMode::kFp8);
+  const PvOps& rfp8 = ref.pv_ops(PvMode::kFp8);
+  const bool bf16 = isa.bf16_layout;
+  const int ldp = bf16 ? (lds + 1) / 2 * 2 : lds;  // the loop's P rows have an even length
+  auto p_at = [&](const std::vector<uint8_t>& raw, int i, int j) -> float {
+    const size_t at = static_cast<size_t>(i) * ldp + j;
+    if (bf16) {
+      uint16_t h;
+      std::memcpy(&h, raw.data() + 2 * at, 2);
+      return from_bits(static_cast<uint32_t>(h) << 16);
+    }
+    float f;
+    std::memcpy(&f, raw.data() + 4 * at, 4);
+    return f;
+  };
+
   // P goes to its own buffer (as attention.cc does); the scalar reference runs in place.
-  std::vector<float> p(sr.size(), from_bits(kSentinel)), pr = sr, m = m0, mr = m0, l = l0, lr = l0, al(mq, -7.0f),
-      alr(mq, -7.0f);
-  ops.pv_ops(PvMode::kFp8).softmax(sr.data(), lds, mq, nk, m.data(), l.data(), al.data(), p.data(), lds, nullptr);
-  ref.pv_ops(PvMode::kFp8).softmax(pr.data(), lds, mq, nk, mr.data(), lr.data(), alr.data(), pr.data(), lds, nullptr);
+  std::vector<float> sin = sr, pr = sr, m = m0, mr = m0, l = l0, lr = l0, al(mq, -7.0f), alr(mq, -7.0f);
+  std::vector<uint8_t> praw(static_cast<size_t>(mq) * ldp * 4 + 64, 0xA5);
+  fp8.softmax(sin.data(), lds, mq, nk, m.data(), l.data(), al.data(), praw.data(), ldp, nullptr);
+  rfp8.softmax(pr.data(), lds, mq, nk, mr.data(), lr.data(), alr.data(), pr.data(), lds, nullptr);
   {
     Check c(std::string(tag) + " softmax");
     int boundary = 0;
+    const size_t elem = bf16 ? 2 : 4;
+    for (size_t e = static_cast<size_t>(mq) * ldp * elem; e < praw.size(); ++e)
+      if (praw[e] != 0xA5) { c.fail("softmax wrote past row %d", mq - 1); break; }
     for (int i = 0; i < mq; ++i) {
       if (!same(m[i], mr[i])) c.fail("m[%d] = %.9g, scalar %.9g", i, m[i], mr[i]);
       auto rel_ok = [](float a, float b) {
@@ -219,21 +245,27 @@ void run_tile(const Named& isa, std::mt19937& rng, int mq, int nk, int d, int dv
       if (!rel_ok(al[i], alr[i])) c.fail("alpha[%d] = %.9g, scalar %.9g", i, al[i], alr[i]);
       if (!rel_ok(l[i], lr[i])) c.fail("l[%d] = %.9g, scalar %.9g", i, l[i], lr[i]);
       if (mr[i] == -kInf && (al[i] != 1.0f || !same(l[i], l0[i]))) c.fail("masked row %d: alpha %g, l changed", i, al[i]);
-      for (int j = 0; j < lds; ++j) {
-        const size_t at = static_cast<size_t>(i) * lds + j;
-        if (j >= nk) {
-          if (bits(p[at]) != kSentinel) c.fail("softmax wrote p[%d][%d] past nk", i, j);
-          continue;
+      const int written = bf16 ? (nk + 1) / 2 * 2 : nk;  // bf16 rows are padded to pairs with 0
+      for (int j = nk; j < ldp; ++j) {
+        const uint8_t* at = praw.data() + (static_cast<size_t>(i) * ldp + j) * elem;
+        if (j < written) {
+          if (p_at(praw, i, j) != 0.0f || std::signbit(p_at(praw, i, j))) c.fail("pad p[%d][%d] is not +0", i, j);
+        } else if (at[0] != 0xA5 || at[elem - 1] != 0xA5) {
+          c.fail("softmax wrote p[%d][%d] past nk", i, j);
         }
-        if (same(p[at], pr[at])) continue;
+      }
+      for (int j = 0; j < nk; ++j) {
+        const size_t at = static_cast<size_t>(i) * lds + j;
+        const float pij = p_at(praw, i, j);
+        if (same(pij, pr[at])) continue;
         // Allowed only at an fp8 rounding boundary of 448·p.
         const float diff = sr[at] - mr[i];
         const double y = 448.0 * std::exp2(static_cast<double>(diff));
         const float lo = fp8_rt(static_cast<float>(y * (1.0 - 1e-6))), hi = fp8_rt(static_cast<float>(y * (1.0 + 1e-6)));
-        if (lo != hi && (p[at] == lo || p[at] == hi)) {
+        if (lo != hi && (pij == lo || pij == hi)) {
           ++boundary;
         } else {
-          c.fail("p[%d][%d] = %.9g, scalar %.9g (s - m = %.9g)", i, j, p[at], pr[at], diff);
+          c.fail("p[%d][%d] = %.9g, scalar %.9g (s - m = %.9g)", i, j, pij, pr[at], diff);
         }
       }
     }
@@ -246,28 +278,71 @@ void run_tile(const Named& isa, std::mt19937& rng, int mq, int nk, int d, int dv
   std::vector<float> vsc(dv), vsr(nk);
   for (auto& x : vsc) x = 0.001f + unif(rng);
   for (auto& x : vsr) x = 0.001f + unif(rng);
-  const bool per_channel = rng() % 2 == 0;
+  bool per_channel = rng() % 2 == 0;
+  // A mode that scales after the dot gets raw codes and one V scale per key tile.
+  const float tile_scale = vsr[0];
+  if (fp8.v_scale_after_dot) {
+    per_channel = false;
+    for (auto& x : vsr) x = tile_scale;
+  }
   const float* chs = per_channel ? vsc.data() : nullptr;
   const float* rws = per_channel ? nullptr : vsr.data();
+  const float* own_chs = fp8.v_scale_after_dot ? nullptr : chs;
+  const float* own_rws = fp8.v_scale_after_dot ? nullptr : rws;
   {
     Guarded vp(packed_budget(dv)), vr(packed_budget(dv));
-    ops.pv_ops(PvMode::kFp8).pack_v(vc.data(), vstride, DType::kFP8E4M3, nk, dv, chs, rws, vp.data());
-    ref.pv_ops(PvMode::kFp8).pack_v(vc.data(), vstride, DType::kFP8E4M3, nk, dv, chs, rws, vr.data());
+    fp8.pack_v(vc.data(), vstride, DType::kFP8E4M3, nk, dv, own_chs, own_rws, vp.data());
+    rfp8.pack_v(vc.data(), vstride, DType::kFP8E4M3, nk, dv, chs, rws, vr.data());
     Check c(std::string(tag) + (per_channel ? " pack_v (channel scale)" : " pack_v (token scale)"));
     if (!vp.intact()) c.fail("pack_v wrote past %zu bytes", vp.size);
-    const float* a = static_cast<const float*>(vp.data());
     const float* b = static_cast<const float*>(vr.data());
-    for (int e = 0; e < nk * dv; ++e)
-      if (!same(a[e], b[e])) c.fail("v[%d] = %.9g, scalar %.9g", e, a[e], b[e]);
+    for (int j = 0; j < nk; ++j) {
+      for (int cc = 0; cc < dv; ++cc) {
+        const int e = j * dv + cc;
+        float got;
+        if (bf16) {  // pairs of rows: (v[2t][c], v[2t+1][c]) in one word, raw codes
+          uint32_t w;
+          std::memcpy(&w, static_cast<const uint8_t*>(vp.data()) + 4 * (static_cast<size_t>(j / 2) * dv + cc), 4);
+          got = from_bits((j % 2 ? w >> 16 : w & 0xFFFFu) << 16) * vsr[j];
+        } else {
+          got = static_cast<const float*>(vp.data())[e];
+        }
+        if (!same(got, b[e])) c.fail("v[%d][%d] = %.9g, scalar %.9g", j, cc, got, b[e]);
+      }
+      if (bf16 && (nk & 1) && j == nk - 1) {  // the odd last row's partner is +0
+        for (int cc = 0; cc < dv; ++cc) {
+          uint32_t w;
+          std::memcpy(&w, static_cast<const uint8_t*>(vp.data()) + 4 * (static_cast<size_t>(j / 2) * dv + cc), 4);
+          if (w >> 16) c.fail("pad of V pair %d channel %d is %04x", j / 2, cc, w >> 16);
+        }
+      }
+    }
   }
   for (auto& x : vc)
     if ((x & 0x7F) == 0x7F) x = 0x7E;
   std::vector<float> vbuf(static_cast<size_t>(nk) * dv + 64);
-  ref.pv_ops(PvMode::kFp8).pack_v(vc.data(), vstride, DType::kFP8E4M3, nk, dv, chs, rws, vbuf.data());
-  // P: the fp8 probabilities, or arbitrary floats (attention.cc's fp16-PV mode).
+  rfp8.pack_v(vc.data(), vstride, DType::kFP8E4M3, nk, dv, chs, rws, vbuf.data());
+  std::vector<uint8_t> vown(static_cast<size_t>(nk + 1) * dv * 4 + 64);
+  fp8.pack_v(vc.data(), vstride, DType::kFP8E4M3, nk, dv, own_chs, own_rws, vown.data());
+  // P: the fp8 probabilities, or arbitrary floats (the 16-bit P·V mode); bf16 modes
+  // see them rounded to bf16 (and so does the reference).
   std::vector<float> pin = pr;
   if (rng() % 3 == 0)
     for (auto& x : pin) x = unif(rng) < 0.2f ? 0.0f : unif(rng);
+  std::vector<uint8_t> pown(static_cast<size_t>(mq) * ldp * 4 + 64, 0);
+  for (int i = 0; i < mq; ++i) {
+    for (int j = 0; j < nk; ++j) {
+      float& x = pin[static_cast<size_t>(i) * lds + j];
+      const size_t at = static_cast<size_t>(i) * ldp + j;
+      if (bf16) {
+        const uint16_t h = static_cast<uint16_t>(bits(x) >> 16);
+        x = from_bits(static_cast<uint32_t>(h) << 16);
+        std::memcpy(pown.data() + 2 * at, &h, 2);
+      } else {
+        std::memcpy(pown.data() + 4 * at, &x, 4);
+      }
+    }
+  }
   std::vector<float> alpha = alr;
   if (rng() % 4 == 0)
     for (auto& x : alpha) x = rng() % 3 == 0 ? 0.0f : unif(rng);
@@ -276,8 +351,9 @@ void run_tile(const Named& isa, std::mt19937& rng, int mq, int nk, int d, int dv
   for (int i = 0; i < mq; ++i)
     for (int cc = 0; cc < dv; ++cc) o[static_cast<size_t>(i) * ldo + cc] = 100.0f * (unif(rng) - 0.5f);
   std::vector<float> orf = o, o0 = o;
-  ops.pv_ops(PvMode::kFp8).pv(pin.data(), lds, nullptr, vbuf.data(), mq, nk, dv, alpha.data(), 1.0f, o.data(), ldo);
-  ref.pv_ops(PvMode::kFp8).pv(pin.data(), lds, nullptr, vbuf.data(), mq, nk, dv, alpha.data(), 1.0f, orf.data(), ldo);
+  fp8.pv(pown.data(), ldp, nullptr, vown.data(), mq, nk, dv, alpha.data(), fp8.v_scale_after_dot ? tile_scale : 1.0f,
+         o.data(), ldo);
+  rfp8.pv(pin.data(), lds, nullptr, vbuf.data(), mq, nk, dv, alpha.data(), 1.0f, orf.data(), ldo);
   {
     Check c(std::string(tag) + " pv");
     for (int i = 0; i < mq; ++i) {
@@ -449,14 +525,30 @@ void test_int8_softmax(const Named& isa, std::mt19937& rng, int mq, int nk, int 
 // Every fp8 code through pack_v with scale 1: the vector decode is bit-exact.
 void test_decode_all_codes(const Named& isa) {
   Check c(std::string(isa.name) + " fp8 decode of all 256 codes");
+  const PvOps& fp8 = isa.ops->pv_ops(PvMode::kFp8);
   std::vector<uint8_t> codes(256);
   for (int i = 0; i < 256; ++i) codes[i] = static_cast<uint8_t>(i);
+  if (isa.bf16_layout) {  // two rows (codes, reversed codes) -> one row of bf16 pairs
+    std::vector<uint8_t> rows(512);
+    for (int i = 0; i < 256; ++i) rows[i] = codes[i], rows[256 + i] = codes[255 - i];
+    for (int dv : {256, 13, 24, 31}) {
+      std::vector<uint32_t> out(dv + 64);
+      for (int c0 = 0; c0 + dv <= 256; c0 += dv) {
+        fp8.pack_v(rows.data() + c0, 256, DType::kFP8E4M3, 2, dv, nullptr, nullptr, out.data());
+        for (int e = 0; e < dv; ++e) {
+          const uint32_t want = (bits(fp8_e4m3_to_f32(rows[c0 + e])) >> 16) |
+                                (bits(fp8_e4m3_to_f32(rows[256 + c0 + e])) & 0xFFFF0000u);
+          if (out[e] != want) c.fail("codes 0x%02x/0x%02x -> %08x, want %08x", rows[c0 + e], rows[256 + c0 + e], out[e], want);
+        }
+      }
+    }
+    return;
+  }
   std::vector<float> ones(256, 1.0f), out(256 + 64);
   for (int dv : {256, 13, 24, 31}) {  // 16- and 8-wide bodies, scalar tails
     for (int r = 0; r * dv < 256; ++r) {
       const int n = 256 - r * dv < dv ? 256 - r * dv : dv;
-      isa.ops->pv_ops(PvMode::kFp8).pack_v(codes.data() + r * dv, dv, DType::kFP8E4M3, 1, n, ones.data(), nullptr,
-                                           out.data());
+      fp8.pack_v(codes.data() + r * dv, dv, DType::kFP8E4M3, 1, n, ones.data(), nullptr, out.data());
       for (int e = 0; e < n; ++e) {
         const float want = fp8_e4m3_to_f32(codes[r * dv + e]);
         if (bits(out[e]) != bits(want)) c.fail("code 0x%02x -> %08x, want %08x", codes[r * dv + e], bits(out[e]), bits(want));
@@ -465,7 +557,7 @@ void test_decode_all_codes(const Named& isa) {
   }
   // Per-token scale path.
   std::vector<float> rs(1, 1.0f);
-  isa.ops->pv_ops(PvMode::kFp8).pack_v(codes.data(), 256, DType::kFP8E4M3, 1, 256, nullptr, rs.data(), out.data());
+  fp8.pack_v(codes.data(), 256, DType::kFP8E4M3, 1, 256, nullptr, rs.data(), out.data());
   for (int e = 0; e < 256; ++e)
     if (bits(out[e]) != bits(fp8_e4m3_to_f32(codes[e]))) c.fail("token-scale code 0x%02x", e);
 }
@@ -485,8 +577,8 @@ void test_exp2_via_softmax(const Named& isa) {
   int worst = 0;
   for (size_t b = 0; b < xs.size(); b += 64) {
     const int n = static_cast<int>(xs.size() - b < 64 ? xs.size() - b : 64);
-    std::vector<float> s(xs.begin() + b, xs.begin() + b + n), m(n, 0.0f), l(n, 0.0f), a(n);
-    isa.ops->pv_ops(PvMode::kFp8).softmax(s.data(), 1, n, 1, m.data(), l.data(), a.data(), s.data(), 1, nullptr);
+    std::vector<float> s(xs.begin() + b, xs.begin() + b + n), m(n, 0.0f), l(n, 0.0f), a(n), p(2 * n);
+    isa.ops->pv_ops(PvMode::kFp8).softmax(s.data(), 1, n, 1, m.data(), l.data(), a.data(), p.data(), 2, nullptr);
     for (int i = 0; i < n; ++i) {
       const float want = static_cast<float>(std::exp2(static_cast<double>(xs[b + i])));
       const int ulps = std::abs(static_cast<int>(bits(l[i])) - static_cast<int>(bits(want)));
@@ -553,6 +645,130 @@ void test_vector_math(const char* name, void (*exp2_fn)(const float*, float*, in
   }
 }
 
+#if defined(SAGEATTN_TEST_HAVE_EMU512)
+// VDPBF16PS: the emulation against the instruction's definition written out here, and
+// against the real instruction where this CPU has it. Inputs cover bf16 zeros,
+// denormals, normals of every exponent, infinities and NaN, and denormal accumulators.
+void test_bf16_dot_emulation() {
+  Check c("VDPBF16PS emulation");
+  auto flush = [](float x) { return std::fpclassify(x) == FP_SUBNORMAL ? std::copysign(0.0f, x) : x; };
+  auto bf = [](uint32_t h) { return from_bits(h << 16); };
+  std::mt19937 rng(77);
+  auto any_bf16 = [&]() -> uint32_t {
+    switch (rng() % 6) {
+      case 0: return rng() & 0x807Fu;                                  // zero or denormal
+      case 1: return (rng() & 0x8000u) | 0x7F80u | (rng() % 3 ? 0u : 0x40u);  // inf or NaN
+      case 2: return (rng() & 0x8000u) | ((60u + rng() % 8) << 7) | (rng() & 0x7Fu);  // products near 2^-126
+      default: return rng() & 0xFFFFu;
+    }
+  };
+  const int n = 1 << 16;
+  std::vector<float> acc(n), emu(n), real(n);
+  std::vector<uint32_t> a(n), b(n);
+  for (int i = 0; i < n; ++i) {
+    a[i] = any_bf16() | (any_bf16() << 16);
+    b[i] = any_bf16() | (any_bf16() << 16);
+    const uint32_t kind = rng() % 4;
+    acc[i] = kind == 0 ? from_bits(rng() & 0x807FFFFFu) : from_bits(rng());  // denormal or any
+  }
+  simd_test::dpbf16_emu512(acc.data(), a.data(), b.data(), emu.data(), n);
+  int defined_mismatch = 0;
+  for (int i = 0; i < n; ++i) {
+    float r = flush(acc[i]);
+    r = flush(std::fma(flush(bf(a[i] >> 16)), flush(bf(b[i] >> 16)), r));
+    r = flush(std::fma(flush(bf(a[i] & 0xFFFFu)), flush(bf(b[i] & 0xFFFFu)), r));
+    if (!same(emu[i], r)) {
+      if (defined_mismatch++ < 5) c.fail("emulation %08x, definition %08x", bits(emu[i]), bits(r));
+    }
+  }
+  if (simd_test::dpbf16_real(acc.data(), a.data(), b.data(), real.data(), n)) {
+    int mismatch = 0;
+    for (int i = 0; i < n; ++i) {
+      if (!same(emu[i], real[i]) && mismatch++ < 5)
+        c.fail("a %08x b %08x acc %08x: instruction %08x, emulation %08x", a[i], b[i], bits(acc[i]), bits(real[i]),
+               bits(emu[i]));
+    }
+    std::printf("  VDPBF16PS: real instruction vs emulation over %d lanes: %d differ\n", n, mismatch);
+  } else {
+    std::printf("  VDPBF16PS: this CPU lacks AVX-512 BF16; emulation checked against its definition only\n");
+  }
+}
+#endif
+
+// attention_forward with K/V packed once per (b, kv head) and shared, against packing
+// per query tile: the same kernels in the same order, so bitwise equal outputs and LSE.
+void test_shared_key_tiles(const IsaInfo& isa) {
+  std::mt19937 rng(99);
+  set_isa_override(isa.name);
+  for (int rep = 0; rep < 8; ++rep) {
+    const int64_t B = 1 + rep % 2, Hkv = 1 + rep % 2, Hq = Hkv * (1 + rep % 3), Nq = 1 + rng() % 300, Nk = 1 + rng() % 300;
+    const int64_t D = (rep % 4 == 3) ? 40 : 64, Dv = rep % 2 ? 72 : 64;
+    const bool fp8_qk = rep % 4 >= 2, causal = rep % 3 == 1;
+    const PvMode mode = rep == 5 ? PvMode::kHalf : PvMode::kFp8;
+    std::vector<uint8_t> q(B * Nq * Hq * D), k(B * Nk * Hkv * D);
+    std::vector<uint16_t> vh(B * Nk * Hkv * Dv);
+    std::vector<uint8_t> v(B * Nk * Hkv * Dv);
+    for (auto& x : q) x = fp8_qk ? static_cast<uint8_t>(rng() % 0x7F) | ((rng() & 1) << 7) : static_cast<uint8_t>(rng() % 255 + 1);
+    for (auto& x : k) x = fp8_qk ? static_cast<uint8_t>(rng() % 0x7F) | ((rng() & 1) << 7) : static_cast<uint8_t>(rng() % 255 + 1);
+    for (auto& x : v) x = static_cast<uint8_t>(rng() % 0x7F) | ((rng() & 1) << 7);
+    for (auto& x : vh) x = static_cast<uint16_t>(0x3C00 + rng() % 0x3FF);  // fp16 in [1, 2)
+    const bool per_token_v = rep % 2 == 1;
+    std::vector<float> qs(B * Hq * 3, 0.02f), ks(B * Hkv * 3 * 8, 0.03f), vs(B * Hkv * std::max<int64_t>(Dv, 3), 0.5f);
+    for (auto& x : ks) x = 0.01f + 0.0001f * (rng() % 100);
+    for (auto& x : vs) x = 0.1f + 0.01f * (rng() % 100);
+    auto ref4 = [](void* data, DType t, int64_t a, int64_t b, int64_t c, int64_t dd) {
+      TensorRef r;
+      r.data = data; r.dtype = t; r.ndim = 4;
+      r.shape[0] = a; r.shape[1] = b; r.shape[2] = c; r.shape[3] = dd;
+      r.stride[3] = 1; r.stride[2] = dd; r.stride[1] = c * dd; r.stride[0] = b * c * dd;
+      return r;
+    };
+    auto ref3 = [](float* data, int64_t a, int64_t b, int64_t c) {
+      TensorRef r;
+      r.data = data; r.dtype = DType::kF32; r.ndim = 3;
+      r.shape[0] = a; r.shape[1] = b; r.shape[2] = c;
+      r.stride[2] = 1; r.stride[1] = c; r.stride[0] = b * c;
+      return r;
+    };
+    std::vector<float> out_a(B * Nq * Hq * Dv), out_b(out_a.size()), lse_a(B * Hq * Nq), lse_b(lse_a.size());
+    auto run = [&](std::vector<float>& out, std::vector<float>& lse, int64_t max_bytes) {
+      AttentionArgs a;
+      const DType qd = fp8_qk ? DType::kFP8E4M3 : DType::kI8;
+      a.q = ref4(q.data(), qd, B, Nq, Hq, D);
+      a.k = ref4(k.data(), qd, B, Nk, Hkv, D);
+      a.qk_dtype = fp8_qk ? QuantDType::kFP8 : QuantDType::kInt8;
+      a.q_grouping = TokenGrouping{128, 1, 128};
+      a.k_grouping = TokenGrouping{128, 8, 8};
+      a.q_scale = ref3(qs.data(), B, Hq, a.q_grouping.num_groups(Nq));
+      a.k_scale = ref3(ks.data(), B, Hkv, a.k_grouping.num_groups(Nk));
+      a.pv_mode = mode;
+      if (mode == PvMode::kHalf) {
+        a.v = ref4(vh.data(), DType::kF16, B, Nk, Hkv, Dv);
+      } else {
+        a.v = ref4(v.data(), DType::kFP8E4M3, B, Nk, Hkv, Dv);
+        a.v_scale_mode = per_token_v ? VScaleMode::kPerToken : VScaleMode::kPerChannel;
+        a.v_grouping = TokenGrouping{128, 1, 128};
+        a.v_scale = ref3(vs.data(), B, Hkv, per_token_v ? a.v_grouping.num_groups(Nk) : Dv);
+      }
+      a.sm_scale = 0.125f;
+      a.causal = causal;
+      a.out = ref4(out.data(), DType::kF32, B, Nq, Hq, Dv);
+      a.lse = ref3(lse.data(), B, Hq, Nq);
+      a.num_threads = 1 + rep % 3;
+      a.shared_kv_max_bytes = max_bytes;
+      attention_forward(a);
+    };
+    run(out_a, lse_a, int64_t{1} << 40);
+    run(out_b, lse_b, 0);
+    Check c(std::string(isa.name) + " attention: shared K/V tiles vs per-query-tile packing, case " + std::to_string(rep));
+    for (size_t i = 0; i < out_a.size(); ++i)
+      if (!same(out_a[i], out_b[i])) c.fail("out[%zu] = %.9g shared, %.9g per tile", i, out_a[i], out_b[i]);
+    for (size_t i = 0; i < lse_a.size(); ++i)
+      if (!same(lse_a[i], lse_b[i])) c.fail("lse[%zu] = %.9g shared, %.9g per tile", i, lse_a[i], lse_b[i]);
+  }
+  set_isa_override("auto");
+}
+
 }  // namespace
 
 int main() {
@@ -560,7 +776,8 @@ int main() {
   for (const IsaInfo& e : isa_table()) {  // every SIMD level of the ISA table
     if (e.isa == Isa::kScalar) continue;
     if (e.available()) {
-      isas.push_back({e.name, &e.tile_ops()});
+      // Modes that scale V after the dot are the VDPBF16PS ones (bf16 P and V pairs).
+      isas.push_back({e.name, &e.tile_ops(), e.tile_ops().pv_ops(PvMode::kFp8).v_scale_after_dot});
     } else {
       std::printf("skip %s: this CPU cannot execute it (its kernels still run below through the AVX2 "
                   "emulation when they are AVX-512 ones)\n", e.name);
@@ -569,6 +786,8 @@ int main() {
 #if defined(SAGEATTN_TEST_HAVE_EMU512)
   if (isa_available(Isa::kAvx2)) {
     isas.push_back({"emu512", &emu512_tile_ops()});
+    isas.push_back({"emu512_bf16", &emu512_bf16_tile_ops(), true});
+    test_bf16_dot_emulation();
     test_vector_math("avx2", simd_test::exp2_avx2, simd_test::fp8_round_avx2);
     test_vector_math("emu512", simd_test::exp2_emu512, simd_test::fp8_round_emu512);
   } else {
@@ -614,6 +833,8 @@ int main() {
       }
     }
   }
+  for (const IsaInfo& e : isa_table())
+    if (e.available()) test_shared_key_tiles(e);
   std::printf("test_tile_ops: %d passed, %d failed\n", g_passed, g_failed);
   return g_failed == 0 ? 0 : 1;
 }

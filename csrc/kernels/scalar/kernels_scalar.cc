@@ -84,13 +84,19 @@ void pv_f32(const void* pp, int ldp, const float* /*p_scale*/, const void* vp, i
   }
 }
 
+int64_t k_bytes(int rows, int d, QuantDType t) {
+  return static_cast<int64_t>(rows) * d * (t == QuantDType::kInt8 ? 1 : 4);
+}
+int64_t v_bytes_i8(int rows, int dv) { return static_cast<int64_t>(rows) * dv; }  // pack_v_i8_scalar: row-major
+
 }  // namespace
 
 const TileOps& scalar_tile_ops() {
-  static const TileOps ops{pack_rows, pack_rows, qk,
-                           {/* kFp8  */ PvOps{kFp8Max, false, softmax_fp8, pack_v_fp8, pv_f32},
-                            /* kHalf */ PvOps{1.0f, false, softmax_p16, pack_v_half, pv_f32},
-                            /* kInt8 */ PvOps{1.0f, true, softmax_u8_scalar, pack_v_i8_scalar, pv_i8_scalar}}};
+  static const TileOps ops{pack_rows, pack_rows, qk, k_bytes,
+                           {/* kFp8  */ PvOps{kFp8Max, false, softmax_fp8, pack_v_fp8, pv_f32, v_bytes_f32},
+                            /* kHalf */ PvOps{1.0f, false, softmax_p16, pack_v_half, pv_f32, v_bytes_f32},
+                            /* kInt8 */ PvOps{1.0f, true, softmax_u8_scalar, pack_v_i8_scalar, pv_i8_scalar, v_bytes_i8}},
+                           {PvOps{}, PvOps{}, PvOps{}}};
   return ops;
 }
 

@@ -25,4 +25,6 @@ void pack_v_half(const void* src, int64_t row_stride, DType v_dtype, int rows, i
   }
 }
 
+int64_t v_bytes_f32(int rows, int dv) { return static_cast<int64_t>(rows) * dv * 4; }
+
 }  // namespace sageattn

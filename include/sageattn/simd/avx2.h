@@ -126,6 +126,8 @@ struct Avx2 {
     }
   };
   static constexpr bool kHasExactFallback = true;
+  static constexpr bool kBf16Dot = false;  // VDPBF16PS kernels (simd/avx512_bf16.h)
+  static constexpr bool kHasScalef = false;  // exp2v builds 2^n from exponent bits
 
   // ---- int8 P·V (sageattn/pv_int8.h, simd/pv_int8_kernels.h). VPMADDUBSW (u8 x s8) is
   // not exact here: it adds two products into a saturating int16 and 2·255·127 > 32767.

@@ -42,6 +42,7 @@ struct Avx512 {
   static constexpr bool kQOffset128 = true;
   using Pack = X86Pack<W, kQOffset128>;  // simd/x86_pack.h: 256-bit packers, shared
   static constexpr bool kHasExactFallback = false;
+  static constexpr bool kBf16Dot = false;  // VDPBF16PS kernels (simd/avx512_bf16.h)
 
   // ---- float
   static F zero() { return _mm512_setzero_ps(); }
@@ -79,6 +80,9 @@ struct Avx512 {
     return _mm_cvtss_f32(s);
   }
   static float first(F v) { return _mm512_cvtss_f32(v); }
+  // VSCALEFPS: a·2^floor(b), rounded once (denormal results included, MXCSR's RNE).
+  static constexpr bool kHasScalef = true;
+  static F scalef(F a, F b) { return _mm512_scalef_ps(a, b); }
 
   // ---- int32 lanes and bit casts
   static I i32(F v) { return _mm512_castps_si512(v); }

@@ -67,8 +67,12 @@ inline typename T::F exp2v(typename T::F x) {
   p = T::fmadd(p, f, T::set1(2.4022647738456726e-01f));
   p = T::fmadd(p, f, T::set1(6.9314718246459960e-01f));
   p = T::fmadd(p, f, T::set1(1.0f));
-  const F scale = T::f32(T::template shl<23>(T::iadd(T::cvt_f2i(n), T::iset1(127 + 64))));
-  return T::mul(T::mul(p, scale), T::set1(5.42101086242752217e-20f));  // * 2^-64
+  if constexpr (T::kHasScalef) {
+    return T::scalef(p, n);  // p·2^n rounded once: the same bits as below, in one instruction
+  } else {
+    const F scale = T::f32(T::template shl<23>(T::iadd(T::cvt_f2i(n), T::iset1(127 + 64))));
+    return T::mul(T::mul(p, scale), T::set1(5.42101086242752217e-20f));  // * 2^-64
+  }
 }
 
 // y -> fp8_e4m3_to_f32(f32_to_fp8_e4m3(y)) for y in [0, +inf) or NaN (P = 448·p): the
@@ -253,23 +257,34 @@ void softmax_new_max_and_alpha(const float* s, int lds, int mq, int nk, float* m
   if (i < mq) T::store_n(alpha + i, exp2v<T>(T::load_n(alpha + i, mq - i)), mq - i);
 }
 
-// P = fp8(448·p) as float.
-template <class T>
-void softmax_tile(const float* s, int lds, int mq, int nk, float* m, float* l, float* alpha, float* p, int ldp) {
+// P = fp8(448·p), as float or, with kBf16Out, as bf16 (exact: fp8 values are bf16
+// values) with rows zero-padded to an even length for the pairs of VDPBF16PS.
+template <class T, bool kBf16Out>
+void softmax_tile(const float* s, int lds, int mq, int nk, float* m, float* l, float* alpha, void* p, int ldp) {
   using F = typename T::F;
   constexpr int W = T::W;
   softmax_new_max_and_alpha<T>(s, lds, mq, nk, m, alpha);
   const F p_unit = T::set1(448.0f);
   for (int i = 0; i < mq; ++i) {
     const float* row = s + static_cast<int64_t>(i) * lds;
-    float* prow = p + static_cast<int64_t>(i) * ldp;
+    float* prow = static_cast<float*>(p) + static_cast<int64_t>(i) * ldp;
+    uint16_t* prow16 = static_cast<uint16_t*>(p) + static_cast<int64_t>(i) * ldp;
+    if constexpr (kBf16Out) {
+      if (nk & 1) prow16[nk] = 0;  // the pad of the last pair
+    }
     if (m[i] == kNegInfF) {
-      for (int j = 0; j < nk; ++j) prow[j] = 0.0f;
+      for (int j = 0; j < nk; ++j) {
+        if constexpr (kBf16Out) prow16[j] = 0;
+        else prow[j] = 0.0f;
+      }
       continue;
     }
     if (m[i] != m[i]) {  // poisoned row: exp2v need not propagate NaN, so spell it out
       const float nan = std::numeric_limits<float>::quiet_NaN();
-      for (int j = 0; j < nk; ++j) prow[j] = nan;
+      for (int j = 0; j < nk; ++j) {
+        if constexpr (kBf16Out) prow16[j] = 0x7FC0;
+        else prow[j] = nan;
+      }
       alpha[i] = nan;
       l[i] = nan;
       continue;
@@ -280,12 +295,16 @@ void softmax_tile(const float* s, int lds, int mq, int nk, float* m, float* l, f
     for (; j + W <= nk; j += W) {
       const F e = exp2v<T>(T::sub(T::load(row + j), mv));
       sum = T::add(sum, e);
-      T::store(prow + j, fp8_round_nonneg<T>(T::mul(e, p_unit)));
+      const F pv = fp8_round_nonneg<T>(T::mul(e, p_unit));
+      if constexpr (kBf16Out) T::store_bf16(prow16 + j, pv);
+      else T::store(prow + j, pv);
     }
     if (j < nk) {
       const F e = exp2v<T>(T::sub(T::load_n(row + j, nk - j, kNegInfF), mv));  // pad lanes: 0
       sum = T::add(sum, e);
-      T::store_n(prow + j, fp8_round_nonneg<T>(T::mul(e, p_unit)), nk - j);
+      const F pv = fp8_round_nonneg<T>(T::mul(e, p_unit));
+      if constexpr (kBf16Out) T::store_bf16_n(prow16 + j, pv, nk - j);
+      else T::store_n(prow + j, pv, nk - j);
     }
     l[i] = l[i] * alpha[i] + T::hsum(sum);
   }
@@ -360,6 +379,122 @@ void pv_tile(const float* p, int ldp, const float* v, int mq, int nk, int dv, co
   }
 }
 
+// ---------------------------------------------------------------------------------
+// VDPBF16PS kernels (traits with kBf16Dot; layouts in simd/x86_pack.h): fp8 Q·Kᵀ and
+// fp8 P·V on exact codes, fp32 sums.
+// ---------------------------------------------------------------------------------
+template <class T, int MR, int NR>
+inline void qk_bf16_micro(const uint32_t* q, int dq2, const uint32_t* k, const float* rs, const float* cs, int cols,
+                          float* s, int lds) {
+  using F = typename T::F;
+  using I = typename T::I;
+  constexpr int W = T::W;
+  F acc[MR][NR];
+  for (int r = 0; r < MR; ++r)
+    for (int n = 0; n < NR; ++n) acc[r][n] = T::zero();
+  const int64_t kstride = static_cast<int64_t>(dq2) * W;
+  for (int g = 0; g < dq2; ++g) {
+    I kv[NR];
+    for (int n = 0; n < NR; ++n) kv[n] = T::iload(k + n * kstride + g * W);
+    for (int r = 0; r < MR; ++r) {
+      const I b = T::iset1(static_cast<int32_t>(q[static_cast<int64_t>(r) * dq2 + g]));
+      for (int n = 0; n < NR; ++n) acc[r][n] = T::dot_bf16(acc[r][n], b, kv[n]);
+    }
+  }
+  store_scores<T, false, MR, NR>(acc, rs, cs, cols, s, lds);
+}
+
+template <class T>
+void qk_bf16(const uint32_t* q, const uint32_t* k, int mq, int nk, int d, const float* row_scale,
+             const float* col_scale, float* s, int lds) {
+  constexpr int W = T::W, MR = T::kQkBf16Rows, NR = T::kQkBf16Panels;
+  const int dq2 = ceil_div(d, 2);
+  const int panels = ceil_div(nk, W);
+  for (int p0 = 0; p0 < panels; p0 += NR) {
+    with_count<NR>(panels - p0, [&](auto nr) {
+      constexpr int NRc = decltype(nr)::value;
+      const uint32_t* kp = k + static_cast<int64_t>(p0) * dq2 * W;
+      for (int i0 = 0; i0 < mq; i0 += MR) {
+        with_count<MR>(mq - i0, [&](auto mr) {
+          constexpr int MRc = decltype(mr)::value;
+          qk_bf16_micro<T, MRc, NRc>(q + static_cast<int64_t>(i0) * dq2, dq2, kp, row_scale + i0, col_scale + p0 * W,
+                                     nk - p0 * W, s + static_cast<int64_t>(i0) * lds + p0 * W, lds);
+        });
+      }
+    });
+  }
+}
+
+// O = O·alpha + v_scale · P·V over key pairs; p2 rows hold ldp2 pairs; kPartial: one
+// vector holding the last `tail` (< W) columns.
+template <class T, int MR, int NR, bool kPartial>
+inline void pv_bf16_micro(const uint32_t* p2, int ldp2, const uint32_t* v2, int dv, int npairs, const float* alpha,
+                          float v_scale, float* o, int ldo, int tail) {
+  using F = typename T::F;
+  using I = typename T::I;
+  constexpr int W = T::W;
+  F acc[MR][NR];
+  for (int r = 0; r < MR; ++r)
+    for (int n = 0; n < NR; ++n) acc[r][n] = T::zero();
+  for (int t = 0; t < npairs; ++t) {
+    const uint32_t* vr = v2 + static_cast<int64_t>(t) * dv;
+    I vv[NR];
+    for (int n = 0; n < NR; ++n)
+      vv[n] = kPartial ? T::i32(T::load_n(reinterpret_cast<const float*>(vr + n * W), tail)) : T::iload(vr + n * W);
+    for (int r = 0; r < MR; ++r) {
+      const I b = T::iset1(static_cast<int32_t>(p2[static_cast<int64_t>(r) * ldp2 + t]));
+      for (int n = 0; n < NR; ++n) acc[r][n] = T::dot_bf16(acc[r][n], b, vv[n]);
+    }
+  }
+  const F vs = T::set1(v_scale);
+  for (int r = 0; r < MR; ++r) {
+    const F a = T::set1(alpha[r]);
+    float* orow = o + static_cast<int64_t>(r) * ldo;
+    for (int n = 0; n < NR; ++n) {
+      const F add = T::mul(acc[r][n], vs);
+      if (kPartial) {
+        T::store_n(orow + n * W, T::fmadd(T::load_n(orow + n * W, tail), a, add), tail);
+      } else {
+        T::store(orow + n * W, T::fmadd(T::load(orow + n * W), a, add));
+      }
+    }
+  }
+}
+
+// Columns in groups of 64 as in pv_tile (the group's V slab, 8 KiB of pairs for a 64-key
+// tile, stays in L1 while every row block passes over it).
+template <class T>
+void pv_bf16_tile(const uint32_t* p2, int ldp2, const uint32_t* v2, int mq, int nk, int dv, const float* alpha,
+                  float v_scale, float* o, int ldo) {
+  constexpr int W = T::W, MR = T::kPvBf16Rows, NR = T::kPvBf16Vecs;
+  constexpr int kGroupVecs = (64 / W / NR) * NR > 0 ? (64 / W / NR) * NR : NR;
+  const int nv = dv / W, tail = dv % W, npairs = ceil_div(nk, 2);
+  for (int g0 = 0; g0 < nv; g0 += kGroupVecs) {
+    const int g1 = g0 + kGroupVecs < nv ? g0 + kGroupVecs : nv;
+    for (int i0 = 0; i0 < mq; i0 += MR) {
+      with_count<MR>(mq - i0, [&](auto mr) {
+        constexpr int MRc = decltype(mr)::value;
+        for (int c0 = g0; c0 < g1; c0 += NR) {
+          with_count<NR>(g1 - c0, [&](auto nr) {
+            constexpr int NRc = decltype(nr)::value;
+            pv_bf16_micro<T, MRc, NRc, false>(p2 + static_cast<int64_t>(i0) * ldp2, ldp2, v2 + c0 * W, dv, npairs,
+                                              alpha + i0, v_scale, o + static_cast<int64_t>(i0) * ldo + c0 * W, ldo, 0);
+          });
+        }
+      });
+    }
+  }
+  if (tail) {
+    for (int i0 = 0; i0 < mq; i0 += MR) {
+      with_count<MR>(mq - i0, [&](auto mr) {
+        constexpr int MRc = decltype(mr)::value;
+        pv_bf16_micro<T, MRc, 1, true>(p2 + static_cast<int64_t>(i0) * ldp2, ldp2, v2 + nv * W, dv, npairs,
+                                       alpha + i0, v_scale, o + static_cast<int64_t>(i0) * ldo + nv * W, ldo, tail);
+      });
+    }
+  }
+}
+
 }  // namespace
 }  // namespace simd
 }  // namespace sageattn
@@ -379,6 +514,8 @@ struct TileKernels {
   static void pack_q(const void* src, int64_t row_stride, int rows, int d, QuantDType t, void* dst) {
     if (t == QuantDType::kInt8) {
       T::Pack::q_i8(static_cast<const int8_t*>(src), row_stride, rows, d, static_cast<int32_t*>(dst));
+    } else if constexpr (T::kBf16Dot) {
+      T::Pack::q_fp8_bf16(static_cast<const uint8_t*>(src), row_stride, rows, d, static_cast<uint32_t*>(dst));
     } else {
       T::Pack::rows_fp8(static_cast<const uint8_t*>(src), row_stride, rows, d, static_cast<float*>(dst));
     }
@@ -386,6 +523,8 @@ struct TileKernels {
   static void pack_k(const void* src, int64_t row_stride, int rows, int d, QuantDType t, void* dst) {
     if (t == QuantDType::kInt8) {
       T::Pack::k_i8(static_cast<const int8_t*>(src), row_stride, rows, d, static_cast<int32_t*>(dst));
+    } else if constexpr (T::kBf16Dot) {
+      T::Pack::k_fp8_bf16(static_cast<const uint8_t*>(src), row_stride, rows, d, static_cast<uint32_t*>(dst));
     } else {
       T::Pack::k_fp8(static_cast<const uint8_t*>(src), row_stride, rows, d, static_cast<float*>(dst));
     }
@@ -404,6 +543,9 @@ struct TileKernels {
         }
       }
       qk_i8<T, typename T::DotFast>(q, k, mq, nk, d, row_scale, col_scale, s, lds);
+    } else if constexpr (T::kBf16Dot) {
+      qk_bf16<T>(static_cast<const uint32_t*>(qp), static_cast<const uint32_t*>(kp), mq, nk, d, row_scale, col_scale,
+                 s, lds);
     } else {
       qk_f32<T>(static_cast<const float*>(qp), static_cast<const float*>(kp), mq, nk, d, row_scale, col_scale, s,
                 lds);
@@ -413,7 +555,7 @@ struct TileKernels {
   // ---- PvMode::kFp8 on FMA: P = fp8(448·p) as float, V decoded with its scale folded in.
   static void softmax_fp8(float* s, int lds, int mq, int nk, float* m, float* l, float* alpha, void* p, int ldp,
                           float* /*p_scale*/) {
-    softmax_tile<T>(s, lds, mq, nk, m, l, alpha, static_cast<float*>(p), ldp);
+    softmax_tile<T, false>(s, lds, mq, nk, m, l, alpha, p, ldp);
   }
   static void pack_v_fp8(const void* src, int64_t row_stride, DType /*v_dtype*/, int rows, int dv,
                          const float* channel_scale, const float* row_scale, void* dst) {
@@ -445,11 +587,51 @@ struct TileKernels {
                   v_scale, o, ldo);
   }
 
+  // ---- PvMode::kFp8 on VDPBF16PS: P = fp8(448·p) as bf16 (ldp in bf16 elements, even),
+  // V as bf16 pairs of raw codes; V's scale after the dot.
+  static void softmax_fp8_bf16(float* s, int lds, int mq, int nk, float* m, float* l, float* alpha, void* p, int ldp,
+                               float* /*p_scale*/) {
+    softmax_tile<T, true>(s, lds, mq, nk, m, l, alpha, p, ldp);
+  }
+  static void pack_v_fp8_bf16(const void* src, int64_t row_stride, DType /*v_dtype*/, int rows, int dv,
+                              const float* /*channel_scale*/, const float* /*row_scale*/, void* dst) {
+    T::Pack::v_fp8_bf16(static_cast<const uint8_t*>(src), row_stride, rows, dv, static_cast<uint32_t*>(dst));
+  }
+  static void pv_bf16(const void* p, int ldp, const float* /*p_scale*/, const void* v, int mq, int nk, int dv,
+                      const float* alpha, float v_scale, float* o, int ldo) {
+    if (mq <= 0 || dv <= 0) return;
+    if constexpr (T::kBf16Dot) {
+      pv_bf16_tile<T>(static_cast<const uint32_t*>(p), ldp / 2, static_cast<const uint32_t*>(v), mq, nk, dv, alpha,
+                      v_scale, o, ldo);
+    }
+  }
+
+  // Packed sizes (layouts in the header comment, simd/x86_pack.h, simd/pv_int8_kernels.h).
+  static int64_t k_bytes(int rows, int d, QuantDType t) {
+    const int64_t keys = static_cast<int64_t>(ceil_div(rows, T::W)) * T::W;
+    if (t == QuantDType::kInt8) return (keys * ceil_div(d, 4) + keys) * 4;  // + corrections / flag
+    if constexpr (T::kBf16Dot) return keys * ceil_div(d, 2) * 4;
+    return keys * d * 4;
+  }
+  static int64_t v_bytes_bf16(int rows, int dv) { return static_cast<int64_t>(ceil_div(rows, 2)) * dv * 4; }
+  static int64_t v_bytes_i8(int rows, int dv) {
+    return static_cast<int64_t>(ceil_div(rows, T::PvI8::kKeys)) * ceil_div(dv, T::W) * T::W * 4;
+  }
+
   static TileOps table() {
-    return TileOps{pack_q, pack_k, qk,
-                   {/* kFp8  */ PvOps{448.0f, false, softmax_fp8, pack_v_fp8, pv_f32},
-                    /* kHalf */ PvOps{1.0f, false, softmax_p16, pack_v_half, pv_f32},
-                    /* kInt8 */ PvOps{1.0f, true, softmax_u8, pack_v_i8, pv_i8}}};
+    const PvOps fp8_fma{448.0f, false, softmax_fp8, pack_v_fp8, pv_f32, v_bytes_f32};
+    const PvOps half{1.0f, false, softmax_p16, pack_v_half, pv_f32, v_bytes_f32};
+    const PvOps int8{1.0f, true, softmax_u8, pack_v_i8, pv_i8, v_bytes_i8};
+    if constexpr (T::kBf16Dot) {
+      const PvOps fp8_bf16{448.0f, true, softmax_fp8_bf16, pack_v_fp8_bf16, pv_bf16, v_bytes_bf16};
+      return TileOps{pack_q, pack_k, qk, k_bytes,
+                     {/* kFp8 */ fp8_bf16, /* kHalf */ half, /* kInt8 */ int8},
+                     {/* kFp8 with V scale groups inside a key tile */ fp8_fma, PvOps{}, PvOps{}}};
+    } else {
+      return TileOps{pack_q, pack_k, qk, k_bytes,
+                     {/* kFp8 */ fp8_fma, /* kHalf */ half, /* kInt8 */ int8},
+                     {PvOps{}, PvOps{}, PvOps{}}};
+    }
   }
 };
 

@@ -340,6 +340,96 @@ inline void widen_u8(const uint8_t* src, int n, uint16_t* dst) {
   for (; j < n; ++j) dst[j] = src[j];
 }
 
+// ---------------------------------------------------------------------------------
+// bf16 packing for VDPBF16PS (simd/avx512_bf16.h). A bf16 holding an fp8 value is the
+// top half of its fp32 bits (exact: fp8 has 3 mantissa bits; NaN stays NaN). Pairs of
+// consecutive elements along the dot's axis share one 32-bit word, low half first:
+//   Q fp8  uint32 q2[r * dq2 + g]         = (q[r][2g], q[r][2g+1]), dq2 = ceil(d/2)
+//   K fp8  uint32 k2[(p * dq2 + g) * W + j] = (k[p*W + j][2g], k[p*W + j][2g+1])
+//   V fp8  uint32 v2[t * dv + c]          = (v[2t][c], v[2t+1][c]), raw codes, no scale
+// with 0 for missing elements (odd d, keys past `rows`, the odd last V row).
+// ---------------------------------------------------------------------------------
+inline uint32_t fp8_to_bf16_bits(uint8_t code) { return fbits(fp8_decode1(code)) >> 16; }
+
+// Sixteen codes to sixteen bf16 in order.
+inline __m256i fp8x16_to_bf16(__m128i codes) {
+  __m256 lo, hi;
+  fp8x16_decode(codes, lo, hi);
+  const __m256i a = _mm256_srli_epi32(_mm256_castps_si256(lo), 16);
+  const __m256i b = _mm256_srli_epi32(_mm256_castps_si256(hi), 16);
+  return _mm256_permute4x64_epi64(_mm256_packus_epi32(a, b), 0xD8);  // packus interleaves 128-bit halves
+}
+
+inline void pack_rows_fp8_bf16(const uint8_t* src, int64_t row_stride, int rows, int d, uint32_t* dst) {
+  const int dq2 = ceil_div(d, 2);
+  for (int r = 0; r < rows; ++r) {
+    uint16_t* o = reinterpret_cast<uint16_t*>(dst + static_cast<int64_t>(r) * dq2);
+    const uint8_t* s = src + r * row_stride;
+    int c = 0;
+    for (; c + 16 <= d; c += 16)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + c), fp8x16_to_bf16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + c))));
+    for (; c < d; ++c) o[c] = static_cast<uint16_t>(fp8_to_bf16_bits(s[c]));
+    if (d & 1) o[d] = 0;
+  }
+}
+
+template <int W>
+void pack_k_fp8_bf16(const uint8_t* src, int64_t row_stride, int rows, int d, uint32_t* dst) {
+  static_assert(W % 8 == 0, "K panels are built from 8-key blocks");
+  prefetch_next_rows(src, row_stride, rows, d);
+  const int dq2 = ceil_div(d, 2);
+  const int panels = ceil_div(rows, W);
+  for (int p = 0; p < panels; ++p) {
+    for (int b = 0; b < W / 8; ++b) {
+      const int j0 = p * W + b * 8;
+      const bool full_keys = j0 + 8 <= rows;
+      prefetch_rows_l1(src, row_stride, j0 + 8, 8, d);
+      for (int g0 = 0; g0 < dq2; g0 += 8) {
+        uint32_t* o = dst + (static_cast<int64_t>(p) * dq2 + g0) * W + b * 8;
+        if (full_keys && 2 * (g0 + 8) <= d) {
+          __m256 r[8];
+          for (int jj = 0; jj < 8; ++jj)
+            r[jj] = _mm256_castsi256_ps(fp8x16_to_bf16(
+                _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + (j0 + jj) * row_stride + 2 * g0))));
+          transpose8x8(r);
+          for (int c = 0; c < 8; ++c) _mm256_storeu_ps(reinterpret_cast<float*>(o + c * W), r[c]);
+        } else {
+          const int gn = dq2 - g0 < 8 ? dq2 - g0 : 8;
+          for (int c = 0; c < gn; ++c) {
+            const int e = 2 * (g0 + c);
+            for (int jj = 0; jj < 8; ++jj) {
+              const int j = j0 + jj;
+              const uint8_t* row = src + j * row_stride;
+              const uint32_t lo = j < rows ? fp8_to_bf16_bits(row[e]) : 0;
+              const uint32_t hi = j < rows && e + 1 < d ? fp8_to_bf16_bits(row[e + 1]) : 0;
+              o[c * W + jj] = lo | (hi << 16);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+inline void pack_v_fp8_bf16(const uint8_t* src, int64_t row_stride, int rows, int dv, uint32_t* dst) {
+  const __m256i top = _mm256_set1_epi32(static_cast<int>(0xFFFF0000u));
+  for (int t = 0; t < ceil_div(rows, 2); ++t) {
+    prefetch_rows_l1(src, row_stride, 2 * t + 8, 2, dv);
+    const uint8_t* a = src + 2 * t * row_stride;
+    const bool has_b = 2 * t + 1 < rows;
+    const uint8_t* b = a + row_stride;
+    uint32_t* o = dst + static_cast<int64_t>(t) * dv;
+    int c = 0;
+    for (; c + 8 <= dv; c += 8) {
+      const __m256i x = _mm256_castps_si256(fp8x8_decode(load8_bytes(a + c)));
+      const __m256i y = has_b ? _mm256_castps_si256(fp8x8_decode(load8_bytes(b + c))) : _mm256_setzero_si256();
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + c), _mm256_or_si256(_mm256_srli_epi32(x, 16), _mm256_and_si256(y, top)));
+    }
+    for (; c < dv; ++c) o[c] = fp8_to_bf16_bits(a[c]) | (has_b ? fp8_to_bf16_bits(b[c]) << 16 : 0u);
+  }
+}
+
+
 }  // namespace x86
 
 // The packers of one ISA's traits: W keys per K panel, offset-128 int8 Q or not.
@@ -367,6 +457,16 @@ struct X86Pack {
     x86::pack_v_i8_words<K>(src, row_stride, rows, dv, dvp, dst);
   }
   static void widen_u8(const uint8_t* src, int n, uint16_t* dst) { x86::widen_u8(src, n, dst); }
+  // bf16 pair layouts for VDPBF16PS (above).
+  static void q_fp8_bf16(const uint8_t* src, int64_t row_stride, int rows, int d, uint32_t* dst) {
+    x86::pack_rows_fp8_bf16(src, row_stride, rows, d, dst);
+  }
+  static void k_fp8_bf16(const uint8_t* src, int64_t row_stride, int rows, int d, uint32_t* dst) {
+    x86::pack_k_fp8_bf16<W>(src, row_stride, rows, d, dst);
+  }
+  static void v_fp8_bf16(const uint8_t* src, int64_t row_stride, int rows, int dv, uint32_t* dst) {
+    x86::pack_v_fp8_bf16(src, row_stride, rows, dv, dst);
+  }
 };
 
 }  // namespace
