@@ -232,6 +232,7 @@ def _float_mask() -> torch.Tensor:
     g = torch.Generator().manual_seed(4)
     m = torch.randn(4, 150, 1, generator=g).expand(4, 150, 170).clone()
     m[:, :, 5:9] = torch.finfo(torch.float32).min  # SDPA's "masked" value: stays finite
+    m[:, 7, :] = -torch.finfo(torch.bfloat16).max  # a whole row on the floor: the mean of V, as SDPA
     return m
 
 
