@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 
 TILE_STAGES = ("pack", "qk", "softmax", "pv")
 HARNESS_TILE_ROWS = 64  # query rows of the harness's tile (tests/cpp/bench_tile_ops.cc)
-# How many query rows share one packed K / V tile in csrc/core/attention.cc (kTileM).
-# None: K and V are packed once per (batch, kv head), shared by all query rows.
-QUERY_ROWS_PER_KV_PACK: int | None = 128
+# How many query rows share one packed K / V tile in csrc/core/attention.cc.
+# None: K and V are packed once per (batch, kv head), shared by all query rows, which is
+# what the core does whenever the packed head fits its 32 MiB budget (every shape the
+# benchmark runs; longer heads fall back to a pack per 128 query rows).
+QUERY_ROWS_PER_KV_PACK: int | None = None
 
 
 def kv_pack_weight(seq_len_q: int) -> float:
