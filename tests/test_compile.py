@@ -13,6 +13,18 @@ import torch
 import sageattention
 from sageattention import ops
 
+
+def _dynamo_supported() -> bool:
+    import torch._dynamo
+
+    probe = getattr(torch._dynamo, "is_dynamo_supported", None)
+    return bool(probe()) if probe is not None else True
+
+
+# torch < 2.4 has no Dynamo on Python 3.12+: torch.compile itself raises there, whatever it compiles.
+pytestmark = pytest.mark.skipif(not _dynamo_supported(),
+                                reason=f"torch {torch.__version__} has no Dynamo (torch.compile) on this Python")
+
 B, HQ, HKV, NQ, NK, D = 1, 4, 2, 24, 40, 32
 
 
