@@ -35,8 +35,12 @@ def check_qkv_tensors(q: Any, k: Any, v: Any) -> None:
 def check_qkv(q: Any, k: Any, v: Any, tensor_layout: Any) -> None:
     """Types, dtypes, devices, layout, ranks and shapes of q, k, v."""
     check_qkv_tensors(q, k, v)
-    if tensor_layout not in LAYOUTS:
-        raise ValueError(f"tensor_layout: expected 'HND' or 'NHD', got {tensor_layout!r}")
+    if not isinstance(tensor_layout, str) or tensor_layout not in LAYOUTS:
+        # A tensor lands here when SDPA's positional attn_mask meets our signature
+        # (`F.scaled_dot_product_attention = sageattn`): name it, do not print it.
+        got = (f"a {type(tensor_layout).__name__} of shape {tuple(tensor_layout.shape)}"
+               if isinstance(tensor_layout, torch.Tensor) else repr(tensor_layout))
+        raise ValueError(f"tensor_layout: expected 'HND' or 'NHD', got {got}")
     for name, x in (("q", q), ("k", k), ("v", v)):
         if x.dim() != 4:
             raise ValueError(f"{name}: expected a 4-D tensor in {tensor_layout} layout, got shape {tuple(x.shape)}")

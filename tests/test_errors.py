@@ -178,6 +178,16 @@ def test_bad_tensor_layout(fn: Callable[..., Any], layout: str) -> None:
         fn(q, k, v, tensor_layout=layout)
 
 
+def test_mask_in_tensor_layout_is_named_not_printed() -> None:
+    """`F.scaled_dot_product_attention = sageattn` with SDPA's positional attn_mask puts the
+    mask where tensor_layout goes: the error names it by type and shape, not by value."""
+    q, k, v = _qkv()
+    mask = torch.zeros(q.shape[0], 1, q.shape[2], k.shape[2])
+    with pytest.raises(ValueError, match=r"tensor_layout: .*got a Tensor of shape \(") as info:
+        sageattention.sageattn(q, k, v, mask)
+    assert "tensor(" not in str(info.value)
+
+
 @pytest.mark.parametrize("fn", FUNCS, ids=FUNC_IDS)
 @pytest.mark.parametrize(
     "recipe",
