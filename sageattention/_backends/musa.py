@@ -23,17 +23,15 @@ out of scope.
 from __future__ import annotations
 
 import importlib
-from typing import Optional, Union
+from typing import Optional
 
 import torch
 
 from .._pv import PvMode
-from .._recipes import QuantRecipe, ResolvedRecipe, as_resolved
+from .._recipes import ResolvedRecipe, as_resolved
 from .._types import QuantizedQK, QuantizedV, VQuantDType
 from . import mate_layout, torch_quant
-from .base import AttentionResult
-
-RecipeArg = Union[QuantRecipe, ResolvedRecipe]
+from .base import AttentionResult, RecipeArg, deliver
 
 
 def _mate_recipe(quant_recipe: RecipeArg) -> ResolvedRecipe:
@@ -129,13 +127,4 @@ class MusaBackend:
         if out_hnd:  # MATE returns (B, N, H, ·); the caller gets (B, H, N, ·), contiguous as on CPU
             o = o.transpose(1, 2).contiguous()
             o_scale = o_scale.transpose(1, 2).contiguous() if o_scale is not None else None
-        if out is not None:  # a caller-provided buffer of the same shape
-            out.copy_(o)
-            o = out
-        if o_scale is not None and out_scale is not None:
-            out_scale.copy_(o_scale)
-            o_scale = out_scale
-        head = (o, o_scale) if o_scale is not None else (o,)
-        tail = (lse,) if lse is not None else ()
-        both = head + tail
-        return both if len(both) > 1 else both[0]
+        return deliver(o, o_scale, lse, out=out, out_scale=out_scale, fp8_output=fp8_output, return_lse=return_lse)

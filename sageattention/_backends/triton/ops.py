@@ -16,6 +16,7 @@ import torch
 import triton
 
 from ..._op_registry import define_op
+from ..._pv import PvMode, VScaleMode
 from . import capability
 from .attention_kernel import attention_kernel
 from .quantize_kernels import (channel_mean_kernel, encode_tensor_kernel, quantize_blocks_kernel,
@@ -52,6 +53,7 @@ def _bits(t: torch.Tensor) -> torch.Tensor:
 
 
 _HALF_KIND = {torch.float16: 1, torch.bfloat16: 2}
+_RUNS_PV = (PvMode.FP8.ffi_code, PvMode.HALF.ffi_code)
 
 
 def _scale_shape(b: int, h: int, n: int, block: int, groups: int, per_tensor: bool) -> Tuple[int, int, int]:
@@ -121,8 +123,10 @@ def _channel_mean_fake(x):
     return x.new_empty((x.shape[0], x.shape[2], x.shape[3]), dtype=torch.float32)
 
 
-def _quantize_channels(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def _quantize_channels(x: torch.Tensor, fp8: bool) -> Tuple[torch.Tensor, torch.Tensor]:
     _check_runnable(x)
+    if not fp8:
+        raise NotImplementedError("fp8: the Triton backend quantizes V per channel to fp8 only (no int8 P·V mode)")
     b, n, h, d = x.shape
     codes = torch.empty(x.shape, dtype=_FP8, device=x.device)
     scale = torch.empty((b, h, d), dtype=torch.float32, device=x.device)
@@ -135,7 +139,7 @@ def _quantize_channels(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return codes, scale
 
 
-def _quantize_channels_fake(x):
+def _quantize_channels_fake(x, fp8):
     return (x.new_empty(x.shape, dtype=_FP8),
             x.new_empty((x.shape[0], x.shape[2], x.shape[3]), dtype=torch.float32))
 
@@ -159,16 +163,22 @@ def _scale_strides(s: torch.Tensor) -> Tuple[int, int, int]:
 
 
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_scale: torch.Tensor,
-               k_scale: torch.Tensor, v_scale: Optional[torch.Tensor], groupings: List[int], v_mode: int,
-               k_mean: Optional[torch.Tensor], mask: Optional[torch.Tensor], sm_scale: float, causal: bool,
+               k_scale: torch.Tensor, v_scale: Optional[torch.Tensor], groupings: List[int], pv_mode: int,
+               v_scale_mode: int, k_mean: Optional[torch.Tensor], mask: Optional[torch.Tensor], sm_scale: float, causal: bool,
                out_hnd: bool, out_dtype: torch.dtype, fp8_output: bool,
                return_lse: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Same contract as the C++ core's `sageattention::attention` (cpu_ops.py)."""
+    """Same contract as the C++ core's `sageattention::attention` (cpu_ops.py), less the
+    int8 P·V mode."""
     _check_runnable(q, "q", (torch.int8, _FP8))
     if k.dtype != q.dtype:
         raise TypeError(f"k: codes must have q's dtype {q.dtype}, got {k.dtype}")
-    if (v_mode == 2) != (v.dtype in _HALF_KIND) or v.dtype not in (_FP8, *_HALF_KIND):
-        raise TypeError(f"v: dtype {v.dtype} does not fit v_mode {v_mode}")
+    half_v = pv_mode == PvMode.HALF.ffi_code
+    if pv_mode not in _RUNS_PV or half_v != (v.dtype in _HALF_KIND) or v.dtype not in (_FP8, *_HALF_KIND):
+        raise TypeError(f"v: dtype {v.dtype} does not fit pv_mode {pv_mode} (the Triton kernels run "
+                        "fp8 codes or float16/bfloat16 V)")
+    if v_scale_mode not in (VScaleMode.PER_CHANNEL, VScaleMode.PER_TOKEN):
+        raise ValueError(f"v_scale_mode: expected 0 (per channel) or 1 (per token), got {v_scale_mode}")
+    v_per_channel = not half_v and v_scale_mode == VScaleMode.PER_CHANNEL
     out, out_scale, lse = _attention_outputs(q, v, out_hnd, out_dtype, fp8_output, return_lse,
                                              lambda s, dt: torch.empty(s, dtype=dt, device=q.device))
     b, nq, hq, d = q.shape
@@ -181,11 +191,11 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_scale: torch
     qb, kb, vb = (x if x > 0 else max(n, 1) for x, n in ((qb, nq), (kb, nk), (vb, nk)))
     qs, ks = (s if s > 0 else -(-blk // g) for s, blk, g in ((qs, qb, qg), (ks, kb, kg)))
     fp8_dot = capability.fp8_dot(q.device)
-    pv_mode = capability.PV_HALF_V if v_mode == 2 else (
+    pv_kernel = capability.PV_HALF_V if half_v else (
         capability.PV_FP8_DOT if fp8_dot else capability.PV_FP8_AS_FP16)
     d_pad, dv_pad = _pow2(d, 32), _pow2(dv)  # 8-bit MMAs take k >= 32
     block_m, block_n, warps, stages = capability.tiles(q.device, d_pad, dv_pad)
-    if v_mode == 1 and groupings[6] > 0 and vb % block_n:
+    if not half_v and not v_per_channel and groupings[6] > 0 and vb % block_n:
         raise ValueError(f"v_scale: the Triton kernel needs V token blocks that are multiples of {block_n}, "
                          f"got {vb}")
     vs = v_scale if v_scale is not None else q_scale
@@ -194,7 +204,7 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_scale: torch
     mstr = (0, 0, 0, 0) if mask is None else tuple(0 if mask.shape[i] == 1 else mask.stride(i) for i in range(4))
     km = k_mean if k_mean is not None else q_scale
     kms = _scale_strides(k_mean) if k_mean is not None else (0, 0, 0)
-    vss = tuple(v_scale.stride()) if (v_scale is not None and v_mode == 0) else (
+    vss = tuple(v_scale.stride()) if (v_scale is not None and v_per_channel) else (
         _scale_strides(v_scale) if v_scale is not None else (0, 0, 0))
     ob = _bits(o)
     os_strides = (o_s.stride(0), o_s.stride(1), o_s.stride(2)) if fp8_output else (0, 0, 0)
@@ -206,7 +216,7 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_scale: torch
         *ob.stride(), *os_strides, *lse_strides,
         hq, nq, nk, d, dv, hq // hkv, qb, qg, qs, kb, kg, ks, vb, float(sm_scale),
         QK_FP8=q.dtype == _FP8, QK_DOT_FP8=fp8_dot, HALF_DOT=capability.half_dot(q.device),
-        V_KIND=_HALF_KIND.get(v.dtype, 0), PV_MODE=pv_mode, V_PER_CHANNEL=v_mode == 0,
+        V_KIND=_HALF_KIND.get(v.dtype, 0), PV_MODE=pv_kernel, V_PER_CHANNEL=v_per_channel,
         CAUSAL=bool(causal), MASK_KIND=mask_kind, HAS_KMEAN=k_mean is not None, RETURN_LSE=bool(return_lse),
         FP8_OUT=bool(fp8_output), OUT_KIND=_HALF_KIND.get(o.dtype, 0), BLOCK_M=block_m, BLOCK_N=block_n, D_PAD=d_pad, DV_PAD=dv_pad,
         num_warps=warps, num_stages=stages,
@@ -214,8 +224,8 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_scale: torch
     return out, out_scale, lse
 
 
-def _attention_fake(q, k, v, q_scale, k_scale, v_scale, groupings, v_mode, k_mean, mask, sm_scale, causal, out_hnd,
-                    out_dtype, fp8_output, return_lse):
+def _attention_fake(q, k, v, q_scale, k_scale, v_scale, groupings, pv_mode, v_scale_mode, k_mean, mask, sm_scale,
+                    causal, out_hnd, out_dtype, fp8_output, return_lse):
     return _attention_outputs(q, v, out_hnd, out_dtype, fp8_output, return_lse,
                               lambda s, dt: q.new_empty(s, dtype=dt))
 
@@ -228,10 +238,10 @@ quantize_tokens = define_op(
     "triton_quantize_tokens(Tensor x, int block, int groups, int stride, bool per_tensor, bool fp8, Tensor? mean)"
     " -> (Tensor, Tensor)", _quantize_tokens_fake, _on_devices(_quantize_tokens))
 channel_mean = define_op("triton_channel_mean(Tensor x) -> Tensor", _channel_mean_fake, _on_devices(_channel_mean))
-quantize_channels = define_op("triton_quantize_channels(Tensor x) -> (Tensor, Tensor)", _quantize_channels_fake,
-                              _on_devices(_quantize_channels))
+quantize_channels = define_op("triton_quantize_channels(Tensor x, bool fp8) -> (Tensor, Tensor)",
+                              _quantize_channels_fake, _on_devices(_quantize_channels))
 attention = define_op(
     "triton_attention(Tensor q, Tensor k, Tensor v, Tensor q_scale, Tensor k_scale, Tensor? v_scale,"
-    " int[] groupings, int v_mode, Tensor? k_mean, Tensor? mask, float sm_scale, bool causal, bool out_hnd,"
-    " ScalarType out_dtype, bool fp8_output, bool return_lse) -> (Tensor, Tensor, Tensor)",
+    " int[] groupings, int pv_mode, int v_scale_mode, Tensor? k_mean, Tensor? mask, float sm_scale, bool causal,"
+    " bool out_hnd, ScalarType out_dtype, bool fp8_output, bool return_lse) -> (Tensor, Tensor, Tensor)",
     _attention_fake, _on_devices(_attention))
