@@ -5,6 +5,8 @@ from typing import Any, Optional
 
 import torch
 
+from ._validate import known_to_differ
+
 
 def prepare_mask(attn_mask: Any, is_causal: bool, b: int, hq: int, nq: int, nk: int,
                  device: Optional[torch.device] = None) -> Optional[torch.Tensor]:
@@ -32,7 +34,8 @@ def prepare_mask(attn_mask: Any, is_causal: bool, b: int, hq: int, nq: int, nk: 
         mask = mask.unsqueeze(0)
     target = (b, hq, nq, nk)
     for have, want in zip(mask.shape, target):
-        if have != want and have != 1:
+        # sizes from data are decided by the core's own check when not known while tracing
+        if known_to_differ(have, want) and known_to_differ(have, 1):
             raise ValueError(
                 f"attn_mask: shape {tuple(attn_mask.shape)} does not broadcast to (B, H, Nq, Nk) = {target}"
             )

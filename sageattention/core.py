@@ -18,7 +18,7 @@ from ._keywords import resolve_aliases
 from ._masks import prepare_mask
 from ._pv import PvMode, check_backend_runs, check_v_quant_dtype, resolve_pv_mode
 from ._recipes import TRITON_BLOCKS, ResolvedRecipe, resolve, resolve_named
-from ._validate import check_qk_quant_dtype, check_qkv, resolve_sm_scale, to_nhd
+from ._validate import check_qk_quant_dtype, check_qkv, known_true, resolve_sm_scale, to_nhd
 from .varlen import sageattn_varlen
 
 __all__ = [
@@ -60,11 +60,15 @@ def _run(q: Any, k: Any, v: Any, tensor_layout: Any, is_causal: bool, sm_scale: 
     mask = prepare_mask(attn_mask, bool(is_causal), b, hq, nq, nk, q.device)
     hnd = tensor_layout == "HND"
 
-    if b * nq * hq * dv == 0:
+    # Decided only when known now: under torch.compile a length taken from data (.item(),
+    # nonzero) is an unbacked symbol, and the kernels handle empty shapes themselves.
+    if known_true(b * nq * hq * dv == 0):
         return _empty_result(b, nq, hq, dv, q, hnd, return_lse, plan.fp8_output)
 
     v_mean = None
-    if plan.smooth_v and nk > 0:  # softmax rows sum to 1, so the mean comes back as a plain add
+    # softmax rows sum to 1, so the mean comes back as a plain add; with no key it is NaN,
+    # but then every row is empty and the add below is masked off
+    if plan.smooth_v and not known_true(nk == 0):
         v_mean = vn.float().mean(dim=1)  # (B, Hkv, Dv)
         vn = (vn.float() - v_mean[:, None]).to(vn.dtype)
     want_lse = bool(return_lse) or v_mean is not None  # smooth_v needs to know empty rows

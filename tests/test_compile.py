@@ -280,6 +280,36 @@ def test_compile_varlen_data_dependent_mismatch_raises() -> None:
             torch.compile(f, backend="eager", fullgraph=True)(q, k, v, lengths)
 
 
+def _dense_by_lengths(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor) -> Any:
+    """LightX2V-style dense call: the query and key lengths are read from tensor values
+    (`.item()`), so under torch.compile they are unbacked symbols; with smooth_v, whose
+    mean is skipped when there is no key, and the LSE of the empty-shape shortcut."""
+    nq, nk = int(lengths[0].item()), int(lengths[1].item())
+    return sageattention.sageattn_qk_int8_pv_fp8_cuda(q[:, :, :nq], k[:, :, :nk], v[:, :, :nk],
+                                                      pv_accum_dtype="fp32+fp32", smooth_v=True, return_lse=True)
+
+
+def _dense_masked_by_lengths(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor) -> Any:
+    """The same with a bool mask cut to the data-dependent query length."""
+    nq = int(lengths[0].item())
+    mask = (torch.arange(NK) % 3 != 1)[None, None, None, :].expand(B, 1, nq, NK)
+    return sageattention.sageattn(q[:, :, :nq], k, v, attn_mask=mask, return_lse=True)
+
+
+@pytest.mark.parametrize("fn", [_dense_by_lengths, _dense_masked_by_lengths])
+def test_compile_dense_data_dependent_lengths(fn: Callable[..., Any]) -> None:
+    """fullgraph=True traces the dense path with lengths taken from data: the empty-shape
+    shortcut and the mask's shape check decide only what the trace knows (the kernels see
+    the real sizes), and each length, empty ones included, gives the eager result."""
+    q, k, v = _qkv()
+    with torch._dynamo.config.patch(capture_scalar_outputs=True):
+        compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)
+        for lengths in ([NQ - 5, NK - 9], [0, NK], [NQ, 0], [NQ, NK]):  # new data, same graph
+            t = torch.tensor(lengths)
+            got, want = compiled(q, k, v, t), fn(q, k, v, t)
+            _assert_same(got, want)
+
+
 # --------------------------------------------------------------------------- #
 # inference_mode / no_grad                                                      #
 # --------------------------------------------------------------------------- #
