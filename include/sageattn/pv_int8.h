@@ -6,14 +6,16 @@
 // tile at p + i*ldp bytes, code j at byte j, zero bytes from nk up to round_up(nk, 4);
 // ldp is a multiple of 4. p_scale[i] = max_j p_ij / 255 over the tile's keys.
 //
-// Per row i of a key tile (p_ij = exp2(s_ij - m_i) in fp32, m_i the running max):
-//   pmax      = max_j p_ij                       (<= 1; 0 when every p_ij underflows)
-//   code_ij   = RNE(min(p_ij * (255 / pmax), 255))   (255 / pmax one fp32 division)
+// Per row i of a key tile (s_ij the scores in log2 units, t_i = max_j s_ij the tile's
+// own row max, m_i the running max, so p_ij = exp2(s_ij - m_i) and max_j p_ij = pmax):
+//   code_ij   = RNE(min(255 * exp2(s_ij - t_i), 255))   (= RNE(p_ij / pmax * 255))
+//   pmax      = exp2(t_i - m_i)                  (<= 1; 0 when every p_ij underflows)
 //   p_scale_i = pmax / 255                       (one fp32 division)
 //   dot_ic    = Σ_j code_ij · v_jc               (int32, exact)
 //   o_ic      = fma(o_ic, alpha_i, float(dot_ic) · (p_scale_i · v_scale))
-// A row whose max is -inf gets codes 0 and p_scale 0; a row holding NaN gets codes 0
-// and p_scale NaN (so its output is NaN, as in the other modes).
+// A row with no visible key in the tile, or whose pmax underflows to 0, gets codes 0 and
+// p_scale 0; a row holding NaN gets codes 0 and p_scale NaN (so its output is NaN, as in
+// the other modes).
 //
 // Exactness: |code·v| <= 255·128 = 32640 for every int8 v (-128 included), so a sum of
 // up to kInt8PvMaxKeys = 512 products stays below 2^24: the int32 sum is exact and so is

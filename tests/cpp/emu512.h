@@ -63,6 +63,13 @@ struct Emu512 {
   static F select(M m, F t, F f) { return {A::select(lanes(m, 0), t.lo, f.lo), A::select(lanes(m, 1), t.hi, f.hi)}; }
   static float hsum(F v) { return A::hsum(A::add(v.lo, v.hi)); }   // avx512.h: lo256 + hi256 first
   static float hmax(F v) { return A::hmax(A::max(v.lo, v.hi)); }
+  static F rows_sum(const F (&v)[W]) { return per_row(v, hsum); }
+  static F rows_max(const F (&v)[W]) { return per_row(v, hmax); }
+  static F per_row(const F (&v)[W], float (*fold)(F)) {
+    float out[W];
+    for (int r = 0; r < W; ++r) out[r] = fold(v[r]);
+    return load(out);
+  }
   static float first(F v) { return A::first(v.lo); }
 
   static I i32(F v) { return {A::i32(v.lo), A::i32(v.hi)}; }
@@ -137,6 +144,10 @@ struct Emu512Bf16 : Emu512 {
     const __m256i a = _mm256_srli_epi32(_mm256_castps_si256(v.lo), 16);
     const __m256i b = _mm256_srli_epi32(_mm256_castps_si256(v.hi), 16);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_permute4x64_epi64(_mm256_packus_epi32(a, b), 0xD8));
+  }
+  static void store_bf16_2(uint16_t* p, F first, F second) {
+    store_bf16(p, first);
+    store_bf16(p + W, second);
   }
   static void store_bf16_n(uint16_t* p, F v, int n) {
     uint16_t tmp[16];

@@ -21,18 +21,24 @@ const TileOps& emu512_bf16_tile_ops() {
 namespace sageattn {
 namespace simd_test {
 
+// op: 0 exp2, 1 fp8 rounding, 2 448·exp2, 3 255·exp2 (the 8-bit P modes' scaled exp2).
 template <class T>
-void run_vec(const float* in, float* out, int n, bool fp8) {
+void run_vec(int op, const float* in, float* out, int n) {
   for (int i = 0; i + T::W <= n; i += T::W) {
     const typename T::F x = T::load(in + i);
-    T::store(out + i, fp8 ? simd::fp8_round_nonneg<T>(x) : simd::exp2v<T>(x));
+    typename T::F y;
+    switch (op) {
+      case 0: y = simd::exp2v<T>(x); break;
+      case 1: y = simd::fp8_round_nonneg<T>(x); break;
+      case 2: y = simd::exp2v<T, 448>(x); break;
+      default: y = simd::exp2v<T, 255>(x); break;
+    }
+    T::store(out + i, y);
   }
 }
 
-void exp2_avx2(const float* in, float* out, int n) { run_vec<simd::Avx2>(in, out, n, false); }
-void exp2_emu512(const float* in, float* out, int n) { run_vec<simd::Emu512>(in, out, n, false); }
-void fp8_round_avx2(const float* in, float* out, int n) { run_vec<simd::Avx2>(in, out, n, true); }
-void fp8_round_emu512(const float* in, float* out, int n) { run_vec<simd::Emu512>(in, out, n, true); }
+bool vec_math_avx2(int op, const float* in, float* out, int n) { run_vec<simd::Avx2>(op, in, out, n); return true; }
+bool vec_math_emu512(int op, const float* in, float* out, int n) { run_vec<simd::Emu512>(op, in, out, n); return true; }
 
 // n a multiple of 16.
 void dpbf16_emu512(const float* acc, const uint32_t* a, const uint32_t* b, float* out, int n) {

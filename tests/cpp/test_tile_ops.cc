@@ -36,10 +36,10 @@ const TileOps& emu512_bf16_tile_ops();
 namespace simd_test {
 void dpbf16_emu512(const float* acc, const uint32_t* a, const uint32_t* b, float* out, int n);
 bool dpbf16_real(const float* acc, const uint32_t* a, const uint32_t* b, float* out, int n);
-void exp2_avx2(const float* in, float* out, int n);
-void exp2_emu512(const float* in, float* out, int n);
-void fp8_round_avx2(const float* in, float* out, int n);
-void fp8_round_emu512(const float* in, float* out, int n);
+// op: 0 exp2, 1 fp8 rounding, 2 448·exp2, 3 255·exp2; false when the CPU cannot run it.
+bool vec_math_avx2(int op, const float* in, float* out, int n);
+bool vec_math_emu512(int op, const float* in, float* out, int n);
+bool vec_math_avx512_real(int op, const float* in, float* out, int n);
 }  // namespace simd_test
 }  // namespace sageattn
 #endif
@@ -590,19 +590,30 @@ void test_exp2_via_softmax(const Named& isa) {
   std::printf("  %s: softmax exp2 worst error %d ulp over %zu points in [-152, 0]\n", isa.name, worst, xs.size());
 }
 
-// The kernels' vector exp2 and fp8 rounding, called directly (AVX2 and its AVX-512
-// emulation): exp2 over [-150, 63], fp8 rounding on every boundary neighbourhood.
-void test_vector_math(const char* name, void (*exp2_fn)(const float*, float*, int),
-                      void (*round_fn)(const float*, float*, int)) {
-  {
-    Check c(std::string(name) + " exp2 over [-150, 63] (<= 2 ulp)");
+// The kernels' vector exp2 and fp8 rounding, called directly (AVX2, its AVX-512
+// emulation, and the real AVX-512 instructions where the CPU has them): exp2 and the
+// 8-bit P modes' scaled exp2 (448·2^x, 255·2^x) over [-150, 63], fp8 rounding on every
+// boundary neighbourhood.
+void test_vector_math(const char* name, bool (*fn)(int op, const float*, float*, int)) {
+  float probe[16] = {};
+  if (!fn(0, probe, probe, 16)) {
+    std::printf("skip %s vector math: this CPU cannot execute it\n", name);
+    return;
+  }
+  for (const int op : {0, 2, 3}) {
+    const double scale = op == 0 ? 1.0 : op == 2 ? 448.0 : 255.0;
+    char label[96];
+    // The scaled forms serve the softmax, x <= 0 (their domain: scale·2^x must stay finite).
+    const float top = op == 0 ? 63.0f : 0.0f;
+    std::snprintf(label, sizeof label, "%s %g·exp2 over [-150, %g] (<= 2 ulp)", name, scale, top);
+    Check c(label);
     std::vector<float> xs;
     std::mt19937 rng(5);
-    std::uniform_real_distribution<float> u(-150.0f, 63.0f);  // domain: x < 63.5
+    std::uniform_real_distribution<float> u(-150.0f, top);  // domain: x < 63.5
     for (int i = 0; i < 200000; ++i) xs.push_back(u(rng));
-    for (int i = -150; i <= 63; ++i) {  // integers and the round-to-nearest ties
+    for (int i = -150; i <= static_cast<int>(top); ++i) {  // integers and the round-to-nearest ties
       xs.push_back(static_cast<float>(i));
-      if (i == 63) break;  // the domain ends where round(x) would pass 63
+      if (i == static_cast<int>(top)) break;  // the domain ends where round(x) would pass it
       xs.push_back(static_cast<float>(i) + 0.5f);
       xs.push_back(std::nextafter(static_cast<float>(i) + 0.5f, 100.0f));
     }
@@ -610,15 +621,15 @@ void test_vector_math(const char* name, void (*exp2_fn)(const float*, float*, in
     xs.push_back(-1e30f);
     while (xs.size() % 16) xs.push_back(0.0f);
     std::vector<float> out(xs.size());
-    exp2_fn(xs.data(), out.data(), static_cast<int>(xs.size()));
+    fn(op, xs.data(), out.data(), static_cast<int>(xs.size()));
     int worst = 0;
     for (size_t i = 0; i < xs.size(); ++i) {
-      const float want = static_cast<float>(std::exp2(static_cast<double>(xs[i])));
+      const float want = static_cast<float>(scale * std::exp2(static_cast<double>(xs[i])));
       const int ulps = std::abs(static_cast<int>(bits(out[i])) - static_cast<int>(bits(want)));
       worst = ulps > worst ? ulps : worst;
       if (ulps > 2) c.fail("exp2(%.9g) = %.9g, want %.9g (%d ulp)", xs[i], out[i], want, ulps);
     }
-    std::printf("  %s: exp2 worst error %d ulp over %zu points\n", name, worst, xs.size());
+    std::printf("  %s: %g·exp2 worst error %d ulp over %zu points\n", name, scale, worst, xs.size());
   }
   {
     Check c(std::string(name) + " fp8 rounding (boundaries, ties, subnormals, saturation)");
@@ -637,7 +648,7 @@ void test_vector_math(const char* name, void (*exp2_fn)(const float*, float*, in
     ys.push_back(from_bits(0x7FC00000u));
     while (ys.size() % 16) ys.push_back(1.0f);
     std::vector<float> out(ys.size());
-    round_fn(ys.data(), out.data(), static_cast<int>(ys.size()));
+    fn(1, ys.data(), out.data(), static_cast<int>(ys.size()));
     for (size_t i = 0; i < ys.size(); ++i) {
       const float want = fp8_rt(ys[i]);
       if (!same(out[i], want)) c.fail("round(%.9g [%08x]) = %.9g, want %.9g", ys[i], bits(ys[i]), out[i], want);
@@ -788,8 +799,9 @@ int main() {
     isas.push_back({"emu512", &emu512_tile_ops()});
     isas.push_back({"emu512_bf16", &emu512_bf16_tile_ops(), true});
     test_bf16_dot_emulation();
-    test_vector_math("avx2", simd_test::exp2_avx2, simd_test::fp8_round_avx2);
-    test_vector_math("emu512", simd_test::exp2_emu512, simd_test::fp8_round_emu512);
+    test_vector_math("avx2", simd_test::vec_math_avx2);
+    test_vector_math("emu512", simd_test::vec_math_emu512);
+    test_vector_math("avx512", simd_test::vec_math_avx512_real);
   } else {
     std::printf("skip emu512: needs AVX2\n");
   }

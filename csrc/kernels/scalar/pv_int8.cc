@@ -11,36 +11,38 @@
 #include "sageattn/tile_ops.h"
 
 namespace sageattn {
-namespace {
-
-// NaN-propagating max, as the row max of the softmax: a NaN p makes the row's scale NaN.
-float pmax_step(float acc, float p) { return (p > acc || p != p) ? p : acc; }
-
-}  // namespace
 
 void softmax_u8_scalar(float* s, int lds, int mq, int nk, float* m, float* l, float* alpha, void* p, int ldp,
                        float* p_scale) {
-  // p = exp2(s - m_new) in fp32, left in s; m, l and alpha exactly as the other modes.
-  online_softmax_rows(s, lds, mq, nk, m, l, alpha, s, lds, [](float x) { return x; });
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   const int padded = round_up4(nk);
   for (int i = 0; i < mq; ++i) {
-    const float* row = s + static_cast<int64_t>(i) * lds;
+    float* row = s + static_cast<int64_t>(i) * lds;
     uint8_t* codes = static_cast<uint8_t*>(p) + static_cast<int64_t>(i) * ldp;
-    float pmax = 0.0f;
-    for (int j = 0; j < nk; ++j) pmax = pmax_step(pmax, row[j]);
     std::memset(codes, 0, padded);
-    if (pmax != pmax) {
+    // The tile's row max t (NaN dropped: a NaN score poisons the row below) and the
+    // codes 255·exp2(s - t), from the scores before the softmax step overwrites them.
+    float t = kNegInf;
+    for (int j = 0; j < nk; ++j) t = row[j] > t ? row[j] : t;
+    if (std::isfinite(t)) {
+      for (int j = 0; j < nk; ++j) {
+        const float y = kInt8PCodeMax * std::exp2(row[j] - t);
+        codes[j] = y == y ? static_cast<uint8_t>(round_half_even(std::min(y, kInt8PCodeMax))) : 0;  // NaN: poisoned below
+      }
+    }
+    // m, l and alpha exactly as the other modes; p = exp2(s - m_new) left in the row.
+    online_softmax_rows(row, lds, 1, nk, m + i, l + i, alpha + i, row, lds, [](float x) { return x; });
+    bool nan_p = m[i] != m[i];
+    for (int j = 0; j < nk && !nan_p; ++j) nan_p = row[j] != row[j];
+    const float pmax = t == kNegInf ? 0.0f : std::exp2(t - m[i]);
+    if (nan_p || pmax != pmax) {
+      std::memset(codes, 0, padded);
       p_scale[i] = std::numeric_limits<float>::quiet_NaN();
-      continue;
-    }
-    if (pmax == 0.0f) {  // no key seen yet, or every p of the tile underflowed
+    } else if (pmax == 0.0f) {  // no key seen yet, or every p of the tile underflowed
+      std::memset(codes, 0, padded);
       p_scale[i] = 0.0f;
-      continue;
-    }
-    const float inv = kInt8PCodeMax / pmax;
-    p_scale[i] = pmax / kInt8PCodeMax;
-    for (int j = 0; j < nk; ++j) {
-      codes[j] = static_cast<uint8_t>(round_half_even(std::min(row[j] * inv, kInt8PCodeMax)));
+    } else {
+      p_scale[i] = pmax / kInt8PCodeMax;
     }
   }
 }

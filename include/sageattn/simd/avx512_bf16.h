@@ -29,9 +29,13 @@ struct Avx512Bf16 : Avx512 {
   static F dot_bf16(F acc, I a, I b) {
     return _mm512_dpbf16_ps(acc, reinterpret_cast<__m512bh>(a), reinterpret_cast<__m512bh>(b));
   }
-  // The top 16 bits of each lane (bf16 truncation: exact for values that are bf16).
+  // bf16 of each lane (VCVTNEPS2BF16 rounds, which changes nothing for values that are
+  // bf16, as every P here is; a NaN stays a NaN).
   static void store_bf16(uint16_t* p, F v) {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(v), 16)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v)));
+  }
+  static void store_bf16_2(uint16_t* p, F first, F second) {  // 2W lanes, one instruction
+    _mm512_storeu_si512(p, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(second, first)));
   }
   static void store_bf16_n(uint16_t* p, F v, int n) {
     _mm512_mask_cvtepi32_storeu_epi16(p, first_n(n), _mm512_srli_epi32(_mm512_castps_si512(v), 16));

@@ -109,66 +109,83 @@ void pv_i8_tile(const uint8_t* p, int ldp, const float* p_scale, const int32_t* 
 }
 
 // ---------------------------------------------------------------------------------
-// Online softmax, P as u8 codes with a per-row tile scale (sageattn/pv_int8.h).
+// Online softmax, P as u8 codes with a per-row tile scale (sageattn/pv_int8.h), W rows at
+// a time as in softmax_tile (simd/tile_kernels.h). Codes come straight from the tile's
+// row max t: code = RNE(255·exp2(s - t)), so no pass over p is needed to find its max.
 // ---------------------------------------------------------------------------------
+
+// 255·exp2(row - t) for one row: codes stored (zero-padded to a multiple of 4), the
+// unrounded values summed into the result. Every value is <= 255 (row <= t).
+template <class T>
+inline typename T::F softmax_u8_row(const float* row, int nk, float t, uint8_t* codes) {
+  using F = typename T::F;
+  constexpr int W = T::W;
+  const F tv = T::set1(t);
+  F sum = T::zero();
+  int j = 0;
+  for (; j + W <= nk; j += W) {
+    const F y = exp2v<T, 255>(T::sub(T::load(row + j), tv));
+    sum = T::add(sum, y);
+    T::PvI8::store_codes(codes + j, T::cvt_f2i(y));
+  }
+  const int padded = round_up4(nk);
+  if (j < padded) {
+    const F y = exp2v<T, 255>(T::sub(T::load_n(row + j, nk - j, kNegInfF), tv));  // pad lanes: 0
+    sum = T::add(sum, y);
+    uint8_t last[W];
+    T::PvI8::store_codes(last, T::cvt_f2i(y));
+    std::memcpy(codes + j, last, padded - j);
+  }
+  return sum;
+}
+
 template <class T>
 void softmax_u8_tile(float* s, int lds, int mq, int nk, float* m, float* l, float* alpha, uint8_t* p, int ldp,
                      float* p_scale) {
   using F = typename T::F;
-  using I = typename T::I;
   constexpr int W = T::W;
-  softmax_new_max_and_alpha<T>(s, lds, mq, nk, m, alpha);
   const int padded = round_up4(nk);
-  const F cap = T::set1(kInt8PCodeMax);
-  for (int i = 0; i < mq; ++i) {
-    float* row = s + static_cast<int64_t>(i) * lds;
-    uint8_t* codes = p + static_cast<int64_t>(i) * ldp;
-    if (m[i] == kNegInfF) {
-      std::memset(codes, 0, padded);
-      p_scale[i] = 0.0f;
-      continue;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (int i0 = 0; i0 < mq; i0 += W) {
+    const int rows = mq - i0 < W ? mq - i0 : W;
+    const float* sb = s + static_cast<int64_t>(i0) * lds;
+    const SoftmaxBlock<T> blk = softmax_block_max<T>(sb, lds, rows, nk, m + i0, alpha + i0);
+    // pmax = exp2(t - m), the largest p of the row in this tile, for the whole block.
+    float pmax[W];
+    T::store(pmax, exp2v<T>(T::sub(T::load(blk.tile_max), blk.m_new)));
+    F sums[W];
+    for (int r = 0; r < W; ++r) {
+      const int i = i0 + r;
+      sums[r] = T::zero();
+      if (r >= rows || blk.tile_max[r] == kNegInfF || m[i] != m[i]) continue;  // no key, or poisoned
+      sums[r] = softmax_u8_row<T>(sb + static_cast<int64_t>(r) * lds, nk, blk.tile_max[r], p + static_cast<int64_t>(i) * ldp);
     }
-    if (m[i] != m[i]) {  // poisoned row: exp2v need not propagate NaN, so spell it out
-      const float nan = std::numeric_limits<float>::quiet_NaN();
-      std::memset(codes, 0, padded);
-      p_scale[i] = nan;
-      alpha[i] = nan;
-      l[i] = nan;
-      continue;
-    }
-    // p = exp2(s - m) back into s; the tile sum (for l, and to catch NaN: max() drops
-    // it) and the tile max (the code scale).
-    const F mv = T::set1(m[i]);
-    F sum = T::zero(), vmax = T::zero();
-    int j = 0;
-    for (; j + W <= nk; j += W) {
-      const F e = exp2v<T>(T::sub(T::load(row + j), mv));
-      sum = T::add(sum, e);
-      vmax = T::max(e, vmax);
-      T::store(row + j, e);
-    }
-    if (j < nk) {
-      const F e = exp2v<T>(T::sub(T::load_n(row + j, nk - j, kNegInfF), mv));  // pad lanes: 0
-      sum = T::add(sum, e);
-      vmax = T::max(e, vmax);
-      T::store_n(row + j, e, nk - j);
-    }
-    const float tile_sum = T::hsum(sum);
-    l[i] = l[i] * alpha[i] + tile_sum;
-    const float pmax = T::hmax(vmax);
-    if (tile_sum != tile_sum || pmax == 0.0f) {
-      std::memset(codes, 0, padded);
-      p_scale[i] = tile_sum != tile_sum ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
-      continue;
-    }
-    const F inv = T::set1(kInt8PCodeMax / pmax);
-    p_scale[i] = pmax / kInt8PCodeMax;
-    for (j = 0; j + W <= nk; j += W) T::PvI8::store_codes(codes + j, T::cvt_f2i(T::min(T::mul(T::load(row + j), inv), cap)));
-    if (j < padded) {
-      uint8_t last[W];
-      const I c = T::cvt_f2i(T::min(T::mul(T::load_n(row + j, nk - j), inv), cap));  // pad lanes: 0
-      T::PvI8::store_codes(last, c);
-      std::memcpy(codes + j, last, padded - j);
+    float tile_sum[W];
+    T::store(tile_sum, T::rows_sum(sums));
+    for (int r = 0; r < rows; ++r) {
+      const int i = i0 + r;
+      uint8_t* codes = p + static_cast<int64_t>(i) * ldp;
+      bool poisoned = m[i] != m[i];
+      if (!poisoned && blk.tile_max[r] == kNegInfF) poisoned = row_has_nan(sb + static_cast<int64_t>(r) * lds, nk);
+      if (!poisoned && tile_sum[r] != tile_sum[r]) {  // a NaN score (m finite), or m = +inf
+        std::memset(codes, 0, padded);
+        p_scale[i] = nan;
+        l[i] = nan;
+        if (std::isfinite(m[i])) poison_row(i, m, l, alpha);
+        continue;
+      }
+      if (poisoned) {
+        std::memset(codes, 0, padded);
+        p_scale[i] = nan;
+        poison_row(i, m, l, alpha);
+      } else if (blk.tile_max[r] == kNegInfF || pmax[r] == 0.0f) {  // no key, or every p underflows
+        std::memset(codes, 0, padded);
+        p_scale[i] = 0.0f;
+        l[i] = l[i] * alpha[i];
+      } else {
+        p_scale[i] = pmax[r] / kInt8PCodeMax;
+        l[i] = l[i] * alpha[i] + pmax[r] * (tile_sum[r] / kInt8PCodeMax);
+      }
     }
   }
 }

@@ -27,7 +27,9 @@
 // or 4-byte group, so a micro-kernel step is: NR vector loads, MR broadcasts and MR x NR
 // multiply-accumulates into registers.
 #pragma once
+#include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 
@@ -46,32 +48,50 @@ inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
 // Vector math on traits T.
 // ---------------------------------------------------------------------------------
 
-// 2^x. x = n + f with n = round(x), f in [-0.5, 0.5]; 2^f from a degree-6 polynomial
-// (least-squares/Lawson fit of the relative error, p(0) = 1 exactly), 2^n by exponent
-// bits. Max relative error 7.9e-8 (0.94 ulp, float32 Horner evaluation, measured
-// over 2M points of [-0.5, 0.5]); tests/cpp/test_tile_ops.cc checks <= 2 ulp against
-// std::exp2 over [-150, 63]. Inputs are clamped below at -160: -inf and anything below
-// about -150 give +0, denormal results are rounded once (2^(n+64) then 2^-64), NaN
-// propagates (max returns its second operand for NaN). Domain: x <= 63 (the
-// softmax only asks for x <= 0).
-template <class T>
+// kScale·2^x. x = n + f with n = round(x), f in [-0.5, 0.5]; 2^f from a degree-6
+// polynomial (least-squares/Lawson fit of the relative error, p(0) = 1 exactly), 2^n by
+// VSCALEFPS or exponent bits. kScale (1, or the P unit 448 / 255 of the 8-bit P modes)
+// is folded into the coefficients, so kScale·p(0) = kScale exactly and the softmax
+// spends no multiply on it. Max relative error 7.9e-8 (0.94 ulp, float32 Horner
+// evaluation, measured over 2M points of [-0.5, 0.5]); tests/cpp/test_tile_ops.cc checks
+// <= 2 ulp against std::exp2 over [-150, 63]. -inf and anything below about -150 give +0,
+// denormal results are rounded once, NaN propagates. Domain: x <= 63, and x <= 0 for
+// kScale > 1 (the softmax only asks for x <= 0).
+constexpr double kExp2Coef[7] = {1.0,
+                                 6.9314718246459960e-01,
+                                 2.4022647738456726e-01,
+                                 5.5503323674201965e-02,
+                                 9.6184378489851950e-03,
+                                 1.3398875016719103e-03,
+                                 1.5353356138803065e-04};
+
+template <int kScale>
+constexpr float exp2_coef(int i) { return static_cast<float>(static_cast<float>(kExp2Coef[i]) * static_cast<double>(kScale)); }
+
+template <class T, int kScale = 1>
 inline typename T::F exp2v(typename T::F x) {
   using F = typename T::F;
-  x = T::max(T::set1(-160.0f), x);
-  const F n = T::round_nearest(x);
-  const F f = T::sub(x, n);  // exact
-  F p = T::set1(1.5353356138803065e-04f);
-  p = T::fmadd(p, f, T::set1(1.3398875016719103e-03f));
-  p = T::fmadd(p, f, T::set1(9.6184378489851950e-03f));
-  p = T::fmadd(p, f, T::set1(5.5503323674201965e-02f));
-  p = T::fmadd(p, f, T::set1(2.4022647738456726e-01f));
-  p = T::fmadd(p, f, T::set1(6.9314718246459960e-01f));
-  p = T::fmadd(p, f, T::set1(1.0f));
+  F n, f;
   if constexpr (T::kHasScalef) {
-    return T::scalef(p, n);  // p·2^n rounded once: the same bits as below, in one instruction
+    n = T::round_nearest(x);
+    f = T::frac_nearest(x);  // x - n exactly, and 0 for -inf: no clamp needed
   } else {
+    x = T::max(T::set1(-160.0f), x);  // max returns its second operand for NaN: kept
+    n = T::round_nearest(x);
+    f = T::sub(x, n);  // exact
+  }
+  F p = T::set1(exp2_coef<kScale>(6));
+  p = T::fmadd(p, f, T::set1(exp2_coef<kScale>(5)));
+  p = T::fmadd(p, f, T::set1(exp2_coef<kScale>(4)));
+  p = T::fmadd(p, f, T::set1(exp2_coef<kScale>(3)));
+  p = T::fmadd(p, f, T::set1(exp2_coef<kScale>(2)));
+  p = T::fmadd(p, f, T::set1(exp2_coef<kScale>(1)));
+  p = T::fmadd(p, f, T::set1(exp2_coef<kScale>(0)));
+  if constexpr (T::kHasScalef) {
+    return T::scalef(p, n);  // p·2^n rounded once, -inf -> 0
+  } else {  // p·2^(n+64), then ·2^-64: one rounding, denormal results included
     const F scale = T::f32(T::template shl<23>(T::iadd(T::cvt_f2i(n), T::iset1(127 + 64))));
-    return T::mul(T::mul(p, scale), T::set1(5.42101086242752217e-20f));  // * 2^-64
+    return T::mul(T::mul(p, scale), T::set1(5.42101086242752217e-20f));
   }
 }
 
@@ -81,11 +101,12 @@ inline typename T::F exp2v(typename T::F x) {
 // y in [2^e, 2^(e+1)). Adding and subtracting M = 1.5·2^(max(e, -6) + 20) makes the FPU
 // round y to that quantum, half to even (y + M lies in M's binade, whose ulp is the
 // quantum); saturation at 448 comes first (nothing below 448 rounds above it).
-template <class T>
+// kSaturate = false: only for y <= 448 (the softmax's P, 448·exp2(x) for x <= 0).
+template <class T, bool kSaturate = true>
 inline typename T::F fp8_round_nonneg(typename T::F y) {
   using F = typename T::F;
   using I = typename T::I;
-  y = T::min(T::set1(448.0f), y);  // keeps NaN
+  if constexpr (kSaturate) y = T::min(T::set1(448.0f), y);  // keeps NaN
   const I e = T::imax(T::iand(T::i32(y), T::iset1(0x7F800000)), T::iset1(121 << 23));  // 2^max(e,-6)
   const F magic = T::f32(T::iadd(e, T::iset1((20 << 23) | 0x400000)));
   return T::sub(T::add(y, magic), magic);
@@ -214,99 +235,173 @@ void qk_f32(const float* q, const float* k, int mq, int nk, int d, const float* 
 }
 
 // ---------------------------------------------------------------------------------
-// Online softmax over one tile (log2 units).
+// Online softmax over one tile (log2 units), W rows at a time.
 // ---------------------------------------------------------------------------------
-// Two passes so that no long dependency chain runs from one row into the next: pass 1
-// finds every row's new max and alpha (alpha's exp2 vectorized across rows), pass 2 is
-// a flat stream of independent exp2 / round / store steps. Pass 1 is shared by the 8-bit
-// P modes (fp8 here, int8 in simd/pv_int8_kernels.h).
+// For a block of up to W rows, pass 1 finds each row's max over this tile and forms the
+// new running max and alpha as vectors across the block's rows; pass 2 (per P mode)
+// streams exp2 / encode / store and leaves each row's sum as one vector, and the block's
+// W sums are folded at once (T::rows_sum), as are pass 1's maxima (T::rows_max): no
+// horizontal reduction per row. max() drops NaN, so pass 1 never sees one; a NaN score
+// shows up as a NaN row sum in pass 2 (while m is finite nothing else makes it NaN), and
+// the row is then poisoned as the scalar rule says (online_softmax.h): m, l, alpha NaN.
+
+// What pass 1 leaves for pass 2, per row of the block.
 template <class T>
-void softmax_new_max_and_alpha(const float* s, int lds, int mq, int nk, float* m, float* alpha) {
+struct SoftmaxBlock {
+  int rows;                // rows of the block (<= W)
+  float tile_max[T::W];    // the row's max over this tile, NaN dropped (-inf: no key visible)
+  typename T::F m_new;     // the new running max, per row (lanes past `rows`: -inf)
+};
+
+// Pass 1 for rows [0, rows) of s (rows <= W); m and alpha point at the block's rows.
+template <class T>
+SoftmaxBlock<T> softmax_block_max(const float* s, int lds, int rows, int nk, float* m, float* alpha) {
   using F = typename T::F;
   constexpr int W = T::W;
-  for (int i = 0; i < mq; ++i) {
-    const float* row = s + static_cast<int64_t>(i) * lds;
-    // max(x, acc) keeps acc when x is NaN; the running sum catches NaN instead (only NaN,
-    // or +inf beside -inf, makes it NaN), so a NaN score turns the whole row NaN, as the
-    // scalar `(x > mx || x != x)` rule does. The sum is of x·2^-10 so that finite scores
-    // never overflow it (a tile has far fewer than 2^10 keys): saturated mask scores
-    // of both signs (±FLT_MAX) in one row must not read as +inf beside -inf.
-    const F shrink = T::set1(0x1p-10f);
-    F vmax = T::set1(kNegInfF);
-    F vsum = T::zero();
-    int j = 0;
-    for (; j + W <= nk; j += W) {
-      const F x = T::load(row + j);
-      vmax = T::max(x, vmax);
-      vsum = T::fmadd(x, shrink, vsum);
+  F vmax[W];
+  for (int r = 0; r < W; ++r) {
+    F acc = T::set1(kNegInfF);
+    if (r < rows) {
+      const float* row = s + static_cast<int64_t>(r) * lds;
+      int j = 0;
+      for (; j + W <= nk; j += W) acc = T::max(T::load(row + j), acc);  // max(x, acc) keeps acc for a NaN x
+      if (j < nk) acc = T::max(T::load_n(row + j, nk - j, kNegInfF), acc);
     }
-    if (j < nk) {
-      const F x = T::load_n(row + j, nk - j, kNegInfF);
-      vmax = T::max(x, vmax);
-      vsum = T::fmadd(x, shrink, vsum);
-    }
-    const float total = T::hsum(vsum);
-    const float mx = total != total ? total : T::hmax(vmax);
-    const float m_new = (mx != mx || mx > m[i]) ? mx : m[i];
-    // A row that has seen no key keeps m = -inf and gets alpha = exp2(0) = 1.
-    alpha[i] = m_new == kNegInfF ? 0.0f : m[i] - m_new;
-    m[i] = m_new;
+    vmax[r] = acc;
   }
-  int i = 0;
-  for (; i + W <= mq; i += W) T::store(alpha + i, exp2v<T>(T::load(alpha + i)));
-  if (i < mq) T::store_n(alpha + i, exp2v<T>(T::load_n(alpha + i, mq - i)), mq - i);
+  SoftmaxBlock<T> blk;
+  blk.rows = rows;
+  const F t = T::rows_max(vmax);
+  const F m_old = rows == W ? T::load(m) : T::load_n(m, rows, kNegInfF);
+  blk.m_new = T::max(t, m_old);  // max returns its second operand for NaN: a poisoned row stays NaN
+  // alpha = exp2(m_old - m_new), and exp2(0) = 1 for a row that has seen no key yet.
+  const F diff = T::select(T::lt(blk.m_new, T::set1(-std::numeric_limits<float>::max())), T::zero(),
+                           T::sub(m_old, blk.m_new));
+  const F a = exp2v<T>(diff);
+  if (rows == W) {
+    T::store(m, blk.m_new);
+    T::store(alpha, a);
+  } else {
+    T::store_n(m, blk.m_new, rows);
+    T::store_n(alpha, a, rows);
+  }
+  T::store(blk.tile_max, t);
+  return blk;
 }
 
-// P = fp8(448·p), as float or, with kBf16Out, as bf16 (exact: fp8 values are bf16
-// values) with rows zero-padded to an even length for the pairs of VDPBF16PS.
+inline bool row_has_nan(const float* row, int nk) {
+  for (int j = 0; j < nk; ++j)
+    if (row[j] != row[j]) return true;
+  return false;
+}
+
+// Row i of the block (r in it) saw a NaN score: poisoned as online_softmax.h says.
+inline void poison_row(int i, float* m, float* l, float* alpha) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  m[i] = nan;
+  l[i] = nan;
+  alpha[i] = nan;
+}
+
+// 448·exp2(row - m) for one row: P = fp8(448·p) stored (as float, or with kBf16Out as
+// bf16, exact: fp8 values are bf16 values), the unquantized 448·p summed into the result.
+template <class T, bool kBf16Out>
+inline typename T::F softmax_fp8_row(const float* row, int nk, float m, void* prow) {
+  using F = typename T::F;
+  constexpr int W = T::W;
+  float* pf = static_cast<float*>(prow);
+  uint16_t* ph = static_cast<uint16_t*>(prow);
+  const F mv = T::set1(m);
+  F sum = T::zero();
+  int j = 0;
+  for (; j + 2 * W <= nk; j += 2 * W) {  // two vectors per step: one bf16 conversion for both
+    const F y0 = exp2v<T, 448>(T::sub(T::load(row + j), mv));
+    const F y1 = exp2v<T, 448>(T::sub(T::load(row + j + W), mv));
+    sum = T::add(sum, T::add(y0, y1));
+    const F p0 = fp8_round_nonneg<T, false>(y0), p1 = fp8_round_nonneg<T, false>(y1);
+    if constexpr (kBf16Out) {
+      T::store_bf16_2(ph + j, p0, p1);
+    } else {
+      T::store(pf + j, p0);
+      T::store(pf + j + W, p1);
+    }
+  }
+  for (; j < nk; j += W) {
+    const int n = nk - j < W ? nk - j : W;
+    const F y = exp2v<T, 448>(T::sub(T::load_n(row + j, n, kNegInfF), mv));  // pad lanes: 0
+    sum = T::add(sum, y);
+    const F pv = fp8_round_nonneg<T, false>(y);
+    if constexpr (kBf16Out) {
+      if (n == W) T::store_bf16(ph + j, pv);
+      else T::store_bf16_n(ph + j, pv, n);
+    } else {
+      if (n == W) T::store(pf + j, pv);
+      else T::store_n(pf + j, pv, n);
+    }
+  }
+  return sum;
+}
+
+// P = fp8(448·p), as float or, with kBf16Out, as bf16 with rows zero-padded to an even
+// length for the pairs of VDPBF16PS.
 template <class T, bool kBf16Out>
 void softmax_tile(const float* s, int lds, int mq, int nk, float* m, float* l, float* alpha, void* p, int ldp) {
   using F = typename T::F;
   constexpr int W = T::W;
-  softmax_new_max_and_alpha<T>(s, lds, mq, nk, m, alpha);
-  const F p_unit = T::set1(448.0f);
-  for (int i = 0; i < mq; ++i) {
-    const float* row = s + static_cast<int64_t>(i) * lds;
-    float* prow = static_cast<float*>(p) + static_cast<int64_t>(i) * ldp;
-    uint16_t* prow16 = static_cast<uint16_t*>(p) + static_cast<int64_t>(i) * ldp;
-    if constexpr (kBf16Out) {
-      if (nk & 1) prow16[nk] = 0;  // the pad of the last pair
-    }
-    if (m[i] == kNegInfF) {
-      for (int j = 0; j < nk; ++j) {
-        if constexpr (kBf16Out) prow16[j] = 0;
-        else prow[j] = 0.0f;
+  const size_t elem = kBf16Out ? 2 : 4;
+  auto prow_of = [&](int i) { return static_cast<uint8_t*>(p) + static_cast<int64_t>(i) * ldp * elem; };
+  auto fill_row = [&](int i, float value) {
+    uint8_t* prow = prow_of(i);
+    for (int j = 0; j < nk; ++j) {
+      if constexpr (kBf16Out) {
+        const uint16_t h = value == value ? 0 : 0x7FC0;
+        std::memcpy(prow + 2 * j, &h, 2);
+      } else {
+        std::memcpy(prow + 4 * j, &value, 4);
       }
-      continue;
     }
-    if (m[i] != m[i]) {  // poisoned row: exp2v need not propagate NaN, so spell it out
+  };
+  for (int i0 = 0; i0 < mq; i0 += W) {
+    const int rows = mq - i0 < W ? mq - i0 : W;
+    const float* sb = s + static_cast<int64_t>(i0) * lds;
+    const SoftmaxBlock<T> blk = softmax_block_max<T>(sb, lds, rows, nk, m + i0, alpha + i0);
+    F sums[W];
+    for (int r = 0; r < W; ++r) {
+      const int i = i0 + r;
+      sums[r] = T::zero();
+      if (r >= rows) continue;
+      if constexpr (kBf16Out) {
+        if (nk & 1) {  // the pad of the last pair
+          const uint16_t zero = 0;
+          std::memcpy(prow_of(i) + 2 * nk, &zero, 2);
+        }
+      }
+      if (blk.tile_max[r] == kNegInfF || m[i] != m[i]) continue;  // no key in this tile, or poisoned
+      sums[r] = softmax_fp8_row<T, kBf16Out>(sb + static_cast<int64_t>(r) * lds, nk, m[i], prow_of(i));
+    }
+    float tile_sum[W];
+    T::store(tile_sum, T::rows_sum(sums));
+    for (int r = 0; r < rows; ++r) {
+      const int i = i0 + r;
       const float nan = std::numeric_limits<float>::quiet_NaN();
-      for (int j = 0; j < nk; ++j) {
-        if constexpr (kBf16Out) prow16[j] = 0x7FC0;
-        else prow[j] = nan;
+      if (m[i] != m[i]) {  // poisoned before this tile
+        fill_row(i, nan);
+        poison_row(i, m, l, alpha);
+      } else if (blk.tile_max[r] == kNegInfF) {  // every key hidden, or NaN
+        if (row_has_nan(sb + static_cast<int64_t>(r) * lds, nk)) {
+          fill_row(i, nan);
+          poison_row(i, m, l, alpha);
+        } else {
+          fill_row(i, 0.0f);
+          l[i] = l[i] * alpha[i];
+        }
+      } else if (tile_sum[r] != tile_sum[r] && std::isfinite(m[i])) {  // a NaN score
+        fill_row(i, nan);
+        poison_row(i, m, l, alpha);
+      } else {
+        l[i] = l[i] * alpha[i] + tile_sum[r] / 448.0f;
       }
-      alpha[i] = nan;
-      l[i] = nan;
-      continue;
     }
-    const F mv = T::set1(m[i]);
-    F sum = T::zero();
-    int j = 0;
-    for (; j + W <= nk; j += W) {
-      const F e = exp2v<T>(T::sub(T::load(row + j), mv));
-      sum = T::add(sum, e);
-      const F pv = fp8_round_nonneg<T>(T::mul(e, p_unit));
-      if constexpr (kBf16Out) T::store_bf16(prow16 + j, pv);
-      else T::store(prow + j, pv);
-    }
-    if (j < nk) {
-      const F e = exp2v<T>(T::sub(T::load_n(row + j, nk - j, kNegInfF), mv));  // pad lanes: 0
-      sum = T::add(sum, e);
-      const F pv = fp8_round_nonneg<T>(T::mul(e, p_unit));
-      if constexpr (kBf16Out) T::store_bf16_n(prow16 + j, pv, nk - j);
-      else T::store_n(prow + j, pv, nk - j);
-    }
-    l[i] = l[i] * alpha[i] + T::hsum(sum);
   }
 }
 
