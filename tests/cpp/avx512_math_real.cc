@@ -3,26 +3,21 @@
 // runs only when the CPU has them (the emulation does not model these instructions).
 #include "sageattn/simd/avx512.h"
 #include "sageattn/simd/tile_kernels.h"
+#include "vec_math.h"
 
 namespace sageattn {
 namespace simd_test {
 
-// n a multiple of 16; op as in emu512_ops.cc; false (nothing computed) without AVX-512.
+// n a multiple of 16; op as in vec_math.h; false (nothing computed) without the AVX-512
+// subsets this file is compiled for.
 bool vec_math_avx512_real(int op, const float* in, float* out, int n) {
   __builtin_cpu_init();
-  if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512dq")) return false;
-  using T = simd::Avx512;
-  for (int i = 0; i + T::W <= n; i += T::W) {
-    const T::F x = T::load(in + i);
-    T::F y;
-    switch (op) {
-      case 0: y = simd::exp2v<T>(x); break;
-      case 1: y = simd::fp8_round_nonneg<T>(x); break;
-      case 2: y = simd::exp2v<T, 448>(x); break;
-      default: y = simd::exp2v<T, 255>(x); break;
-    }
-    T::store(out + i, y);
+  if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
+      !__builtin_cpu_supports("avx512vl") || !__builtin_cpu_supports("avx512dq") ||
+      !__builtin_cpu_supports("avx512vnni")) {
+    return false;
   }
+  run_vec<simd::Avx512>(op, in, out, n);
   return true;
 }
 

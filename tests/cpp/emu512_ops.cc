@@ -2,6 +2,7 @@
 // (emu512.h). Compiled with the AVX2 flags; call only when the CPU has AVX2.
 #include "emu512.h"
 #include "sageattn/simd/tile_kernels.h"
+#include "vec_math.h"
 
 namespace sageattn {
 
@@ -20,22 +21,6 @@ const TileOps& emu512_bf16_tile_ops() {
 // Direct access to the vector math for the unit tests (exp2 accuracy, fp8 rounding).
 namespace sageattn {
 namespace simd_test {
-
-// op: 0 exp2, 1 fp8 rounding, 2 448·exp2, 3 255·exp2 (the 8-bit P modes' scaled exp2).
-template <class T>
-void run_vec(int op, const float* in, float* out, int n) {
-  for (int i = 0; i + T::W <= n; i += T::W) {
-    const typename T::F x = T::load(in + i);
-    typename T::F y;
-    switch (op) {
-      case 0: y = simd::exp2v<T>(x); break;
-      case 1: y = simd::fp8_round_nonneg<T>(x); break;
-      case 2: y = simd::exp2v<T, 448>(x); break;
-      default: y = simd::exp2v<T, 255>(x); break;
-    }
-    T::store(out + i, y);
-  }
-}
 
 bool vec_math_avx2(int op, const float* in, float* out, int n) { run_vec<simd::Avx2>(op, in, out, n); return true; }
 bool vec_math_emu512(int op, const float* in, float* out, int n) { run_vec<simd::Emu512>(op, in, out, n); return true; }

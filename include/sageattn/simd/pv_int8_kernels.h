@@ -29,41 +29,26 @@ inline int32_t load_word(const uint8_t* p) {
   return w;
 }
 
-// ---------------------------------------------------------------------------------
-// O = O·alpha + (P·V)·w over MR rows x NR column vectors; kPartial: one vector holding
-// the last `tail` (< W) columns. pw: row r's words at pw + r*pstride.
-// ---------------------------------------------------------------------------------
-template <class T, int MR, int NR, bool kPartial>
-inline void pv_i8_micro(const int32_t* pw, int pstride, int steps, const int32_t* v, int dvp, const float* w,
-                        const float* alpha, float* o, int ldo, int tail) {
-  using F = typename T::F;
-  using I = typename T::I;
-  constexpr int W = T::W;
-  I acc[MR][NR];
-  for (int r = 0; r < MR; ++r)
-    for (int n = 0; n < NR; ++n) acc[r][n] = T::izero();
-  for (int g = 0; g < steps; ++g) {
-    I vv[NR];
-    for (int n = 0; n < NR; ++n) vv[n] = T::iload(v + static_cast<int64_t>(g) * dvp + n * W);
-    for (int r = 0; r < MR; ++r) {
-      const I pb = T::iset1(pw[r * pstride + g]);
-      for (int n = 0; n < NR; ++n) acc[r][n] = T::PvI8::dot(acc[r][n], pb, vv[n]);
-    }
+// The P·V policy of simd/tile_kernels.h's pv_micro for this mode: P as int32 words of
+// kKeys codes (one step = one word), V as packed words, exact int32 sums, and
+// finish = float(sum) · w[r] with w[r] = p_scale · v_scale of the row.
+template <class T>
+struct PvInt8 {
+  using PElem = int32_t;
+  using VElem = int32_t;
+  using VVec = typename T::I;
+  using Acc = typename T::I;
+  static constexpr int MR = T::kPvI8Rows, NR = T::kPvI8Vecs;
+  const float* w;  // the row block's weights
+  static Acc zero() { return T::izero(); }
+  static VVec load_v(const VElem* v) { return T::iload(v); }
+  static VVec load_v_n(const VElem* v, int /*n*/) { return T::iload(v); }  // packed V rows are padded to W
+  static typename T::I bcast(const PElem* p) { return T::iset1(*p); }
+  static Acc mac(Acc acc, typename T::I p, VVec v) { return T::PvI8::dot(acc, p, v); }
+  typename T::F finish(Acc acc, int r) const {
+    return T::mul(T::cvt_i2f(acc), T::set1(w[r]));  // exact int32 -> float (|acc| < 2^24)
   }
-  for (int r = 0; r < MR; ++r) {
-    const F wr = T::set1(w[r]);
-    const F a = T::set1(alpha[r]);
-    float* orow = o + static_cast<int64_t>(r) * ldo;
-    for (int n = 0; n < NR; ++n) {
-      const F t = T::mul(T::cvt_i2f(acc[r][n]), wr);  // exact int32 -> float (|acc| < 2^24)
-      if (kPartial) {
-        T::store_n(orow + n * W, T::fmadd(T::load_n(orow + n * W, tail), a, t), tail);
-      } else {
-        T::store(orow + n * W, T::fmadd(T::load(orow + n * W), a, t));
-      }
-    }
-  }
-}
+};
 
 template <class T>
 void pv_i8_tile(const uint8_t* p, int ldp, const float* p_scale, const int32_t* v, int mq, int nk, int dv,
@@ -95,15 +80,20 @@ void pv_i8_tile(const uint8_t* p, int ldp, const float* p_scale, const int32_t* 
     const int pstride = kWordsPerRow;
     for (int r = 0; r < rows; ++r) w[r] = p_scale[i0 + r] * v_scale;
     float* orow = o + static_cast<int64_t>(i0) * ldo;
+    const PvInt8<T> op{w};
     with_count<MR>(rows, [&](auto mr) {
       constexpr int MRc = decltype(mr)::value;
       for (int c0 = 0; c0 < nv; c0 += NR) {
         with_count<NR>(nv - c0, [&](auto nr) {
           constexpr int NRc = decltype(nr)::value;
-          pv_i8_micro<T, MRc, NRc, false>(pw, pstride, steps, v + c0 * W, dvp, w, alpha + i0, orow + c0 * W, ldo, 0);
+          pv_micro<T, PvInt8<T>, MRc, NRc, false>(op, pw, pstride, v + c0 * W, dvp, steps, alpha + i0, orow + c0 * W,
+                                                  ldo, 0);
         });
       }
-      if (tail) pv_i8_micro<T, MRc, 1, true>(pw, pstride, steps, v + nv * W, dvp, w, alpha + i0, orow + nv * W, ldo, tail);
+      if (tail) {
+        pv_micro<T, PvInt8<T>, MRc, 1, true>(op, pw, pstride, v + nv * W, dvp, steps, alpha + i0, orow + nv * W, ldo,
+                                             tail);
+      }
     });
   }
 }

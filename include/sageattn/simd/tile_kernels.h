@@ -148,86 +148,88 @@ inline void store_scores(const Acc (&acc)[MR][NR], const float* rs, const float*
   }
 }
 
-// MR query rows x NR key panels of int8 scores over all dq4 4-byte groups.
-template <class T, class Dot, int MR, int NR>
-inline void qk_i8_micro(const int32_t* q, int dq4, const int32_t* k, const int32_t* comp,
-                        const float* rs, const float* cs, int cols, float* s, int lds) {
-  using I = typename T::I;
+// ---------------------------------------------------------------------------------
+// Q·Kᵀ: one micro-kernel and one tile loop for every operand form. An operand policy
+// names the packed element (Elem), the K vector and accumulator types, the accumulator
+// seed, the Q broadcast, the multiply-accumulate and the register blocking MR x NR;
+// `groups` counts the Elems of one packed Q row (and of one key in a K panel).
+// ---------------------------------------------------------------------------------
+template <class T, class Dot>
+struct QkInt8 {  // int32 words of 4 codes; Dot: the ISA's exact int8 dot
+  using Elem = int32_t;
+  using KVec = typename T::I;
+  using Acc = typename T::I;
+  static constexpr bool kInt = true;
+  static constexpr int MR = T::kQkI8Rows, NR = T::kQkI8Panels;
+  static Acc seed(const int32_t* comp) { return comp ? T::iload(comp) : T::izero(); }  // -128·Σk (kQOffset128)
+  static KVec load_k(const Elem* k) { return T::iload(k); }
+  static typename Dot::Q bcast(const Elem* q) { return Dot::prep(*q); }
+  static Acc mac(Acc acc, const typename Dot::Q& q, KVec k) { return Dot::dot(acc, q, k); }
+};
+
+template <class T>
+struct QkF32 {  // decoded fp8 codes, FMA
+  using Elem = float;
+  using KVec = typename T::F;
+  using Acc = typename T::F;
+  static constexpr bool kInt = false;
+  static constexpr int MR = T::kQkF32Rows, NR = T::kQkF32Panels;
+  static Acc seed(const int32_t*) { return T::zero(); }
+  static KVec load_k(const Elem* k) { return T::load(k); }
+  static typename T::F bcast(const Elem* q) { return T::bcast(q); }
+  static Acc mac(Acc acc, typename T::F q, KVec k) { return T::fmadd(q, k, acc); }
+};
+
+template <class T>
+struct QkBf16 {  // fp8 codes as bf16 pairs, VDPBF16PS (traits with kBf16Dot)
+  using Elem = uint32_t;
+  using KVec = typename T::I;
+  using Acc = typename T::F;
+  static constexpr bool kInt = false;
+  static constexpr int MR = T::kQkBf16Rows, NR = T::kQkBf16Panels;
+  static Acc seed(const int32_t*) { return T::zero(); }
+  static KVec load_k(const Elem* k) { return T::iload(k); }
+  static typename T::I bcast(const Elem* q) { return T::iset1(static_cast<int32_t>(*q)); }
+  static Acc mac(Acc acc, typename T::I q, KVec k) { return T::dot_bf16(acc, q, k); }
+};
+
+// MR query rows x NR key panels over all `groups` Elems; comp: Op's per-key seed or null.
+template <class T, class Op, int MR, int NR>
+inline void qk_micro(const typename Op::Elem* q, int groups, const typename Op::Elem* k, const int32_t* comp,
+                     const float* rs, const float* cs, int cols, float* s, int lds) {
   constexpr int W = T::W;
-  I acc[MR][NR];
+  typename Op::Acc acc[MR][NR];
   for (int n = 0; n < NR; ++n) {
-    const I init = comp ? T::iload(comp + n * W) : T::izero();
+    const typename Op::Acc init = Op::seed(comp ? comp + n * W : nullptr);
     for (int r = 0; r < MR; ++r) acc[r][n] = init;
   }
-  const int64_t kstride = static_cast<int64_t>(dq4) * W;
-  for (int g = 0; g < dq4; ++g) {
-    I kv[NR];
-    for (int n = 0; n < NR; ++n) kv[n] = T::iload(k + n * kstride + g * W);
+  const int64_t kstride = static_cast<int64_t>(groups) * W;
+  for (int g = 0; g < groups; ++g) {
+    typename Op::KVec kv[NR];
+    for (int n = 0; n < NR; ++n) kv[n] = Op::load_k(k + n * kstride + g * W);
     for (int r = 0; r < MR; ++r) {
-      const typename Dot::Q qq = Dot::prep(q[r * dq4 + g]);
-      for (int n = 0; n < NR; ++n) acc[r][n] = Dot::dot(acc[r][n], qq, kv[n]);
+      const auto qb = Op::bcast(q + static_cast<int64_t>(r) * groups + g);
+      for (int n = 0; n < NR; ++n) acc[r][n] = Op::mac(acc[r][n], qb, kv[n]);
     }
   }
-  store_scores<T, true, MR, NR>(acc, rs, cs, cols, s, lds);
+  store_scores<T, Op::kInt, MR, NR>(acc, rs, cs, cols, s, lds);
 }
 
-template <class T, int MR, int NR>
-inline void qk_f32_micro(const float* q, int d, const float* k, const float* rs, const float* cs,
-                         int cols, float* s, int lds) {
-  using F = typename T::F;
-  constexpr int W = T::W;
-  F acc[MR][NR];
-  for (int r = 0; r < MR; ++r)
-    for (int n = 0; n < NR; ++n) acc[r][n] = T::zero();
-  const int64_t kstride = static_cast<int64_t>(d) * W;
-  for (int c = 0; c < d; ++c) {
-    F kv[NR];
-    for (int n = 0; n < NR; ++n) kv[n] = T::load(k + n * kstride + c * W);
-    for (int r = 0; r < MR; ++r) {
-      const F b = T::bcast(q + static_cast<int64_t>(r) * d + c);
-      for (int n = 0; n < NR; ++n) acc[r][n] = T::fmadd(b, kv[n], acc[r][n]);
-    }
-  }
-  store_scores<T, false, MR, NR>(acc, rs, cs, cols, s, lds);
-}
-
-template <class T, class Dot>
-void qk_i8(const int32_t* q, const int32_t* k, int mq, int nk, int d, const float* row_scale,
-           const float* col_scale, float* s, int lds) {
-  constexpr int W = T::W, MR = T::kQkI8Rows, NR = T::kQkI8Panels;
-  const int dq4 = ceil_div(d, 4);
+template <class T, class Op>
+void qk_tile(const typename Op::Elem* q, const typename Op::Elem* k, const int32_t* comp, int mq, int nk, int groups,
+             const float* row_scale, const float* col_scale, float* s, int lds) {
+  constexpr int W = T::W, MR = Op::MR, NR = Op::NR;
   const int panels = ceil_div(nk, W);
-  const int32_t* comp = T::kQOffset128 ? k + static_cast<int64_t>(panels) * dq4 * W : nullptr;
   for (int p0 = 0; p0 < panels; p0 += NR) {
     with_count<NR>(panels - p0, [&](auto nr) {
       constexpr int NRc = decltype(nr)::value;
-      const int32_t* kp = k + static_cast<int64_t>(p0) * dq4 * W;
+      const typename Op::Elem* kp = k + static_cast<int64_t>(p0) * groups * W;
       const int32_t* cp = comp ? comp + p0 * W : nullptr;
       for (int i0 = 0; i0 < mq; i0 += MR) {
         with_count<MR>(mq - i0, [&](auto mr) {
           constexpr int MRc = decltype(mr)::value;
-          qk_i8_micro<T, Dot, MRc, NRc>(q + static_cast<int64_t>(i0) * dq4, dq4, kp, cp, row_scale + i0,
-                                        col_scale + p0 * W, nk - p0 * W, s + static_cast<int64_t>(i0) * lds + p0 * W, lds);
-        });
-      }
-    });
-  }
-}
-
-template <class T>
-void qk_f32(const float* q, const float* k, int mq, int nk, int d, const float* row_scale,
-            const float* col_scale, float* s, int lds) {
-  constexpr int W = T::W, MR = T::kQkF32Rows, NR = T::kQkF32Panels;
-  const int panels = ceil_div(nk, W);
-  for (int p0 = 0; p0 < panels; p0 += NR) {
-    with_count<NR>(panels - p0, [&](auto nr) {
-      constexpr int NRc = decltype(nr)::value;
-      const float* kp = k + static_cast<int64_t>(p0) * d * W;
-      for (int i0 = 0; i0 < mq; i0 += MR) {
-        with_count<MR>(mq - i0, [&](auto mr) {
-          constexpr int MRc = decltype(mr)::value;
-          qk_f32_micro<T, MRc, NRc>(q + static_cast<int64_t>(i0) * d, d, kp, row_scale + i0, col_scale + p0 * W,
-                                    nk - p0 * W, s + static_cast<int64_t>(i0) * lds + p0 * W, lds);
+          qk_micro<T, Op, MRc, NRc>(q + static_cast<int64_t>(i0) * groups, groups, kp, cp, row_scale + i0,
+                                    col_scale + p0 * W, nk - p0 * W, s + static_cast<int64_t>(i0) * lds + p0 * W, lds);
         });
       }
     });
@@ -406,46 +408,85 @@ void softmax_tile(const float* s, int lds, int mq, int nk, float* m, float* l, f
 }
 
 // ---------------------------------------------------------------------------------
-// O = O·alpha + P·V, MR rows x NR vectors of columns per micro-kernel; kPartial: one
-// vector holding the last `tail` (< W) columns.
+// P·V: O = O·alpha + P·V, one micro-kernel for every operand form (the int8 mode's
+// policy is in simd/pv_int8_kernels.h). A policy names P's element (broadcast per row
+// and step), V's element and vector (NR loaded per step), the accumulator, the
+// multiply-accumulate, the blocking MR x NR, and finish(acc, r): the accumulator of row r
+// as the float added to O·alpha (V's or P's scale applied there, after the dot).
 // ---------------------------------------------------------------------------------
-template <class T, int MR, int NR, bool kPartial>
-inline void pv_micro(const float* p, int ldp, const float* v, int dv, int nk, const float* alpha, float* o,
-                     int ldo, int tail) {
-  using F = typename T::F;
+template <class T>
+struct PvF32 {  // fp32 P and V (V decoded with its scale folded in): FMA
+  using PElem = float;
+  using VElem = float;
+  using VVec = typename T::F;
+  using Acc = typename T::F;
+  static constexpr int MR = T::kPvRows, NR = T::kPvVecs;
+  static Acc zero() { return T::zero(); }
+  static VVec load_v(const VElem* v) { return T::load(v); }
+  static VVec load_v_n(const VElem* v, int n) { return T::load_n(v, n); }
+  static typename T::F bcast(const PElem* p) { return T::bcast(p); }
+  static Acc mac(Acc acc, typename T::F p, VVec v) { return T::fmadd(p, v, acc); }
+  typename T::F finish(Acc acc, int /*r*/) const { return acc; }
+};
+
+// fp8 P and V codes as bf16 pairs (one step = two keys), VDPBF16PS; V's scale after the
+// dot. kUnitScale: v_scale is 1 (per-channel V, scaled after the last tile) and the
+// multiply by it, exact then, is left out: the same bits, one FMA-unit operation fewer.
+template <class T, bool kUnitScale>
+struct PvBf16 {
+  using PElem = uint32_t;
+  using VElem = uint32_t;
+  using VVec = typename T::I;
+  using Acc = typename T::F;
+  static constexpr int MR = T::kPvBf16Rows, NR = T::kPvBf16Vecs;
+  typename T::F v_scale;
+  static Acc zero() { return T::zero(); }
+  static VVec load_v(const VElem* v) { return T::iload(v); }
+  static VVec load_v_n(const VElem* v, int n) { return T::i32(T::load_n(reinterpret_cast<const float*>(v), n)); }
+  static typename T::I bcast(const PElem* p) { return T::iset1(static_cast<int32_t>(*p)); }
+  static Acc mac(Acc acc, typename T::I p, VVec v) { return T::dot_bf16(acc, p, v); }
+  typename T::F finish(Acc acc, int /*r*/) const { return kUnitScale ? acc : T::mul(acc, v_scale); }
+};
+
+// MR rows x NR vectors of columns over `steps` steps; P row r at p + r*ldp, step t's V
+// row at v + t*vstride; kPartial: one vector holding the last `tail` (< W) columns.
+template <class T, class Op, int MR, int NR, bool kPartial>
+inline void pv_micro(const Op& op, const typename Op::PElem* p, int ldp, const typename Op::VElem* v, int vstride,
+                     int steps, const float* alpha, float* o, int ldo, int tail) {
   constexpr int W = T::W;
-  F acc[MR][NR];
+  typename Op::Acc acc[MR][NR];
   for (int r = 0; r < MR; ++r)
-    for (int n = 0; n < NR; ++n) acc[r][n] = T::zero();
-  for (int j = 0; j < nk; ++j) {
-    const float* vr = v + static_cast<int64_t>(j) * dv;
-    F vv[NR];
-    for (int n = 0; n < NR; ++n) vv[n] = kPartial ? T::load_n(vr + n * W, tail) : T::load(vr + n * W);
+    for (int n = 0; n < NR; ++n) acc[r][n] = Op::zero();
+  for (int t = 0; t < steps; ++t) {
+    const typename Op::VElem* vr = v + static_cast<int64_t>(t) * vstride;
+    typename Op::VVec vv[NR];
+    for (int n = 0; n < NR; ++n) vv[n] = kPartial ? Op::load_v_n(vr + n * W, tail) : Op::load_v(vr + n * W);
     for (int r = 0; r < MR; ++r) {
-      const F b = T::bcast(p + static_cast<int64_t>(r) * ldp + j);
-      for (int n = 0; n < NR; ++n) acc[r][n] = T::fmadd(b, vv[n], acc[r][n]);
+      const auto pb = Op::bcast(p + static_cast<int64_t>(r) * ldp + t);
+      for (int n = 0; n < NR; ++n) acc[r][n] = Op::mac(acc[r][n], pb, vv[n]);
     }
   }
   for (int r = 0; r < MR; ++r) {
-    const F a = T::set1(alpha[r]);
+    const typename T::F a = T::set1(alpha[r]);
     float* orow = o + static_cast<int64_t>(r) * ldo;
     for (int n = 0; n < NR; ++n) {
+      const typename T::F add = op.finish(acc[r][n], r);
       if (kPartial) {
-        T::store_n(orow + n * W, T::fmadd(T::load_n(orow + n * W, tail), a, acc[r][n]), tail);
+        T::store_n(orow + n * W, T::fmadd(T::load_n(orow + n * W, tail), a, add), tail);
       } else {
-        T::store(orow + n * W, T::fmadd(T::load(orow + n * W), a, acc[r][n]));
+        T::store(orow + n * W, T::fmadd(T::load(orow + n * W), a, add));
       }
     }
   }
 }
 
-// Columns are swept in groups of 64: the group's V slab (nk x 64 floats, 16 KiB for a
-// 64-key tile) stays in L1 while every row block passes over it, and each row block's
-// P rows stay in L1 across the group's micro-kernels.
-template <class T>
-void pv_tile(const float* p, int ldp, const float* v, int mq, int nk, int dv, const float* alpha, float* o,
-             int ldo) {
-  constexpr int W = T::W, MR = T::kPvRows, NR = T::kPvVecs;
+// Columns are swept in groups of 64: the group's V slab (16 KiB of fp32, 8 KiB of bf16
+// pairs for a 64-key tile) stays in L1 while every row block passes over it, and each
+// row block's P rows stay in L1 across the group's micro-kernels.
+template <class T, class Op>
+void pv_sweep(const Op& op, const typename Op::PElem* p, int ldp, const typename Op::VElem* v, int steps, int mq,
+              int dv, const float* alpha, float* o, int ldo) {
+  constexpr int W = T::W, MR = Op::MR, NR = Op::NR;
   constexpr int kGroupVecs = (64 / W / NR) * NR > 0 ? (64 / W / NR) * NR : NR;
   const int nv = dv / W, tail = dv % W;
   for (int g0 = 0; g0 < nv; g0 += kGroupVecs) {
@@ -456,8 +497,8 @@ void pv_tile(const float* p, int ldp, const float* v, int mq, int nk, int dv, co
         for (int c0 = g0; c0 < g1; c0 += NR) {
           with_count<NR>(g1 - c0, [&](auto nr) {
             constexpr int NRc = decltype(nr)::value;
-            pv_micro<T, MRc, NRc, false>(p + static_cast<int64_t>(i0) * ldp, ldp, v + c0 * W, dv, nk, alpha + i0,
-                                         o + static_cast<int64_t>(i0) * ldo + c0 * W, ldo, 0);
+            pv_micro<T, Op, MRc, NRc, false>(op, p + static_cast<int64_t>(i0) * ldp, ldp, v + c0 * W, dv, steps,
+                                             alpha + i0, o + static_cast<int64_t>(i0) * ldo + c0 * W, ldo, 0);
           });
         }
       });
@@ -467,124 +508,8 @@ void pv_tile(const float* p, int ldp, const float* v, int mq, int nk, int dv, co
     for (int i0 = 0; i0 < mq; i0 += MR) {
       with_count<MR>(mq - i0, [&](auto mr) {
         constexpr int MRc = decltype(mr)::value;
-        pv_micro<T, MRc, 1, true>(p + static_cast<int64_t>(i0) * ldp, ldp, v + nv * W, dv, nk, alpha + i0,
-                                  o + static_cast<int64_t>(i0) * ldo + nv * W, ldo, tail);
-      });
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------------
-// VDPBF16PS kernels (traits with kBf16Dot; layouts in simd/x86_pack.h): fp8 Q·Kᵀ and
-// fp8 P·V on exact codes, fp32 sums.
-// ---------------------------------------------------------------------------------
-template <class T, int MR, int NR>
-inline void qk_bf16_micro(const uint32_t* q, int dq2, const uint32_t* k, const float* rs, const float* cs, int cols,
-                          float* s, int lds) {
-  using F = typename T::F;
-  using I = typename T::I;
-  constexpr int W = T::W;
-  F acc[MR][NR];
-  for (int r = 0; r < MR; ++r)
-    for (int n = 0; n < NR; ++n) acc[r][n] = T::zero();
-  const int64_t kstride = static_cast<int64_t>(dq2) * W;
-  for (int g = 0; g < dq2; ++g) {
-    I kv[NR];
-    for (int n = 0; n < NR; ++n) kv[n] = T::iload(k + n * kstride + g * W);
-    for (int r = 0; r < MR; ++r) {
-      const I b = T::iset1(static_cast<int32_t>(q[static_cast<int64_t>(r) * dq2 + g]));
-      for (int n = 0; n < NR; ++n) acc[r][n] = T::dot_bf16(acc[r][n], b, kv[n]);
-    }
-  }
-  store_scores<T, false, MR, NR>(acc, rs, cs, cols, s, lds);
-}
-
-template <class T>
-void qk_bf16(const uint32_t* q, const uint32_t* k, int mq, int nk, int d, const float* row_scale,
-             const float* col_scale, float* s, int lds) {
-  constexpr int W = T::W, MR = T::kQkBf16Rows, NR = T::kQkBf16Panels;
-  const int dq2 = ceil_div(d, 2);
-  const int panels = ceil_div(nk, W);
-  for (int p0 = 0; p0 < panels; p0 += NR) {
-    with_count<NR>(panels - p0, [&](auto nr) {
-      constexpr int NRc = decltype(nr)::value;
-      const uint32_t* kp = k + static_cast<int64_t>(p0) * dq2 * W;
-      for (int i0 = 0; i0 < mq; i0 += MR) {
-        with_count<MR>(mq - i0, [&](auto mr) {
-          constexpr int MRc = decltype(mr)::value;
-          qk_bf16_micro<T, MRc, NRc>(q + static_cast<int64_t>(i0) * dq2, dq2, kp, row_scale + i0, col_scale + p0 * W,
-                                     nk - p0 * W, s + static_cast<int64_t>(i0) * lds + p0 * W, lds);
-        });
-      }
-    });
-  }
-}
-
-// O = O·alpha + v_scale · P·V over key pairs; p2 rows hold ldp2 pairs; kPartial: one
-// vector holding the last `tail` (< W) columns.
-template <class T, int MR, int NR, bool kPartial>
-inline void pv_bf16_micro(const uint32_t* p2, int ldp2, const uint32_t* v2, int dv, int npairs, const float* alpha,
-                          float v_scale, float* o, int ldo, int tail) {
-  using F = typename T::F;
-  using I = typename T::I;
-  constexpr int W = T::W;
-  F acc[MR][NR];
-  for (int r = 0; r < MR; ++r)
-    for (int n = 0; n < NR; ++n) acc[r][n] = T::zero();
-  for (int t = 0; t < npairs; ++t) {
-    const uint32_t* vr = v2 + static_cast<int64_t>(t) * dv;
-    I vv[NR];
-    for (int n = 0; n < NR; ++n)
-      vv[n] = kPartial ? T::i32(T::load_n(reinterpret_cast<const float*>(vr + n * W), tail)) : T::iload(vr + n * W);
-    for (int r = 0; r < MR; ++r) {
-      const I b = T::iset1(static_cast<int32_t>(p2[static_cast<int64_t>(r) * ldp2 + t]));
-      for (int n = 0; n < NR; ++n) acc[r][n] = T::dot_bf16(acc[r][n], b, vv[n]);
-    }
-  }
-  const F vs = T::set1(v_scale);
-  for (int r = 0; r < MR; ++r) {
-    const F a = T::set1(alpha[r]);
-    float* orow = o + static_cast<int64_t>(r) * ldo;
-    for (int n = 0; n < NR; ++n) {
-      const F add = T::mul(acc[r][n], vs);
-      if (kPartial) {
-        T::store_n(orow + n * W, T::fmadd(T::load_n(orow + n * W, tail), a, add), tail);
-      } else {
-        T::store(orow + n * W, T::fmadd(T::load(orow + n * W), a, add));
-      }
-    }
-  }
-}
-
-// Columns in groups of 64 as in pv_tile (the group's V slab, 8 KiB of pairs for a 64-key
-// tile, stays in L1 while every row block passes over it).
-template <class T>
-void pv_bf16_tile(const uint32_t* p2, int ldp2, const uint32_t* v2, int mq, int nk, int dv, const float* alpha,
-                  float v_scale, float* o, int ldo) {
-  constexpr int W = T::W, MR = T::kPvBf16Rows, NR = T::kPvBf16Vecs;
-  constexpr int kGroupVecs = (64 / W / NR) * NR > 0 ? (64 / W / NR) * NR : NR;
-  const int nv = dv / W, tail = dv % W, npairs = ceil_div(nk, 2);
-  for (int g0 = 0; g0 < nv; g0 += kGroupVecs) {
-    const int g1 = g0 + kGroupVecs < nv ? g0 + kGroupVecs : nv;
-    for (int i0 = 0; i0 < mq; i0 += MR) {
-      with_count<MR>(mq - i0, [&](auto mr) {
-        constexpr int MRc = decltype(mr)::value;
-        for (int c0 = g0; c0 < g1; c0 += NR) {
-          with_count<NR>(g1 - c0, [&](auto nr) {
-            constexpr int NRc = decltype(nr)::value;
-            pv_bf16_micro<T, MRc, NRc, false>(p2 + static_cast<int64_t>(i0) * ldp2, ldp2, v2 + c0 * W, dv, npairs,
-                                              alpha + i0, v_scale, o + static_cast<int64_t>(i0) * ldo + c0 * W, ldo, 0);
-          });
-        }
-      });
-    }
-  }
-  if (tail) {
-    for (int i0 = 0; i0 < mq; i0 += MR) {
-      with_count<MR>(mq - i0, [&](auto mr) {
-        constexpr int MRc = decltype(mr)::value;
-        pv_bf16_micro<T, MRc, 1, true>(p2 + static_cast<int64_t>(i0) * ldp2, ldp2, v2 + nv * W, dv, npairs,
-                                       alpha + i0, v_scale, o + static_cast<int64_t>(i0) * ldo + nv * W, ldo, tail);
+        pv_micro<T, Op, MRc, 1, true>(op, p + static_cast<int64_t>(i0) * ldp, ldp, v + nv * W, dv, steps, alpha + i0,
+                                      o + static_cast<int64_t>(i0) * ldo + nv * W, ldo, tail);
       });
     }
   }
@@ -630,20 +555,22 @@ struct TileKernels {
     if (t == QuantDType::kInt8) {
       const int32_t* k = static_cast<const int32_t*>(kp);
       const int32_t* q = static_cast<const int32_t*>(qp);
+      const int dq4 = ceil_div(d, 4);
+      const int64_t words = static_cast<int64_t>(ceil_div(nk, T::W)) * dq4 * T::W;  // then comp or the flag
       if constexpr (T::kHasExactFallback) {
-        const int64_t flag_at = static_cast<int64_t>(ceil_div(nk, T::W)) * ceil_div(d, 4) * T::W;
-        if (k[flag_at]) {
-          qk_i8<T, typename T::DotExact>(q, k, mq, nk, d, row_scale, col_scale, s, lds);
+        if (k[words]) {
+          qk_tile<T, QkInt8<T, typename T::DotExact>>(q, k, nullptr, mq, nk, dq4, row_scale, col_scale, s, lds);
           return;
         }
       }
-      qk_i8<T, typename T::DotFast>(q, k, mq, nk, d, row_scale, col_scale, s, lds);
+      const int32_t* comp = T::kQOffset128 ? k + words : nullptr;
+      qk_tile<T, QkInt8<T, typename T::DotFast>>(q, k, comp, mq, nk, dq4, row_scale, col_scale, s, lds);
     } else if constexpr (T::kBf16Dot) {
-      qk_bf16<T>(static_cast<const uint32_t*>(qp), static_cast<const uint32_t*>(kp), mq, nk, d, row_scale, col_scale,
-                 s, lds);
+      qk_tile<T, QkBf16<T>>(static_cast<const uint32_t*>(qp), static_cast<const uint32_t*>(kp), nullptr, mq, nk,
+                            ceil_div(d, 2), row_scale, col_scale, s, lds);
     } else {
-      qk_f32<T>(static_cast<const float*>(qp), static_cast<const float*>(kp), mq, nk, d, row_scale, col_scale, s,
-                lds);
+      qk_tile<T, QkF32<T>>(static_cast<const float*>(qp), static_cast<const float*>(kp), nullptr, mq, nk, d,
+                           row_scale, col_scale, s, lds);
     }
   }
 
@@ -661,7 +588,8 @@ struct TileKernels {
   static void pv_f32(const void* p, int ldp, const float* /*p_scale*/, const void* v, int mq, int nk, int dv,
                      const float* alpha, float /*v_scale*/, float* o, int ldo) {
     if (mq <= 0 || dv <= 0) return;
-    pv_tile<T>(static_cast<const float*>(p), ldp, static_cast<const float*>(v), mq, nk, dv, alpha, o, ldo);
+    pv_sweep<T>(PvF32<T>{}, static_cast<const float*>(p), ldp, static_cast<const float*>(v), nk, mq, dv, alpha, o,
+                ldo);
   }
 
   // ---- PvMode::kInt8 on the int8 dot units: u8 P codes with a per-row tile scale, int8 V
@@ -696,8 +624,14 @@ struct TileKernels {
                       const float* alpha, float v_scale, float* o, int ldo) {
     if (mq <= 0 || dv <= 0) return;
     if constexpr (T::kBf16Dot) {
-      pv_bf16_tile<T>(static_cast<const uint32_t*>(p), ldp / 2, static_cast<const uint32_t*>(v), mq, nk, dv, alpha,
-                      v_scale, o, ldo);
+      const uint32_t* p2 = static_cast<const uint32_t*>(p);
+      const uint32_t* v2 = static_cast<const uint32_t*>(v);
+      const int pairs = ceil_div(nk, 2);
+      if (v_scale == 1.0f) {
+        pv_sweep<T>(PvBf16<T, true>{T::set1(v_scale)}, p2, ldp / 2, v2, pairs, mq, dv, alpha, o, ldo);
+      } else {
+        pv_sweep<T>(PvBf16<T, false>{T::set1(v_scale)}, p2, ldp / 2, v2, pairs, mq, dv, alpha, o, ldo);
+      }
     }
   }
 

@@ -217,34 +217,6 @@ void pack_k_i8(const int8_t* src, int64_t row_stride, int rows, int d, int32_t* 
   if (!kComp) extra[0] = (seen_scalar || !_mm256_testz_si256(seen, seen)) ? 1 : 0;
 }
 
-template <int W>
-void pack_k_fp8(const uint8_t* src, int64_t row_stride, int rows, int d, float* dst) {
-  static_assert(W % 8 == 0, "K panels are built from 8-key blocks");
-  prefetch_next_rows(src, row_stride, rows, d);
-  const int panels = ceil_div(rows, W);
-  for (int p = 0; p < panels; ++p) {
-    for (int b = 0; b < W / 8; ++b) {
-      const int j0 = p * W + b * 8;
-      const bool full_keys = j0 + 8 <= rows;
-      prefetch_rows_l1(src, row_stride, j0 + 8, 8, d);
-      for (int c0 = 0; c0 < d; c0 += 8) {
-        float* o = dst + (static_cast<int64_t>(p) * d + c0) * W + b * 8;
-        if (full_keys && c0 + 8 <= d) {
-          __m256 r[8];
-          for (int jj = 0; jj < 8; ++jj) r[jj] = fp8x8_decode(load8_bytes(src + (j0 + jj) * row_stride + c0));
-          transpose8x8(r);
-          for (int c = 0; c < 8; ++c) _mm256_storeu_ps(o + c * W, r[c]);
-        } else {
-          const int cn = d - c0 < 8 ? d - c0 : 8;
-          for (int c = 0; c < cn; ++c)
-            for (int jj = 0; jj < 8; ++jj)
-              o[c * W + jj] = j0 + jj < rows ? fp8_decode1(src[(j0 + jj) * row_stride + c0 + c]) : 0.0f;
-        }
-      }
-    }
-  }
-}
-
 inline void pack_v_rows(const uint8_t* src, int64_t row_stride, int rows, int dv,
                         const float* channel_scale, const float* row_scale, float* dst) {
   for (int r = 0; r < rows; ++r) {
@@ -373,43 +345,67 @@ inline void pack_rows_fp8_bf16(const uint8_t* src, int64_t row_stride, int rows,
   }
 }
 
-template <int W>
-void pack_k_fp8_bf16(const uint8_t* src, int64_t row_stride, int rows, int d, uint32_t* dst) {
+// A K tile's fp8 codes as W-key panels of 32-bit words: word (p, g, j) at
+// dst[(p * groups + g) * W + j] holds group g of key p*W + j (0 for keys past `rows` and
+// codes past d). The walk is the same for every word format; Word says what a group is:
+//   groups(d)        words per key;
+//   load8(row, g0)   words g0 .. g0+7 of one key row, as 8 lanes (all in range);
+//   full(d, g0)      whether words g0 .. g0+7 lie wholly inside the row's d codes;
+//   one(row, g, d)   one word of a key row (the ragged edges).
+// Full 8-key x 8-word blocks are decoded a row at a time and transposed (8x8) into
+// panel order.
+template <int W, class Word>
+void pack_k_panels(const uint8_t* src, int64_t row_stride, int rows, int d, uint32_t* dst) {
   static_assert(W % 8 == 0, "K panels are built from 8-key blocks");
   prefetch_next_rows(src, row_stride, rows, d);
-  const int dq2 = ceil_div(d, 2);
+  const int groups = Word::groups(d);
   const int panels = ceil_div(rows, W);
   for (int p = 0; p < panels; ++p) {
     for (int b = 0; b < W / 8; ++b) {
       const int j0 = p * W + b * 8;
       const bool full_keys = j0 + 8 <= rows;
       prefetch_rows_l1(src, row_stride, j0 + 8, 8, d);
-      for (int g0 = 0; g0 < dq2; g0 += 8) {
-        uint32_t* o = dst + (static_cast<int64_t>(p) * dq2 + g0) * W + b * 8;
-        if (full_keys && 2 * (g0 + 8) <= d) {
+      for (int g0 = 0; g0 < groups; g0 += 8) {
+        uint32_t* o = dst + (static_cast<int64_t>(p) * groups + g0) * W + b * 8;
+        if (full_keys && Word::full(d, g0)) {
           __m256 r[8];
-          for (int jj = 0; jj < 8; ++jj)
-            r[jj] = _mm256_castsi256_ps(fp8x16_to_bf16(
-                _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + (j0 + jj) * row_stride + 2 * g0))));
+          for (int jj = 0; jj < 8; ++jj) r[jj] = Word::load8(src + (j0 + jj) * row_stride, g0);
           transpose8x8(r);
           for (int c = 0; c < 8; ++c) _mm256_storeu_ps(reinterpret_cast<float*>(o + c * W), r[c]);
         } else {
-          const int gn = dq2 - g0 < 8 ? dq2 - g0 : 8;
-          for (int c = 0; c < gn; ++c) {
-            const int e = 2 * (g0 + c);
-            for (int jj = 0; jj < 8; ++jj) {
-              const int j = j0 + jj;
-              const uint8_t* row = src + j * row_stride;
-              const uint32_t lo = j < rows ? fp8_to_bf16_bits(row[e]) : 0;
-              const uint32_t hi = j < rows && e + 1 < d ? fp8_to_bf16_bits(row[e + 1]) : 0;
-              o[c * W + jj] = lo | (hi << 16);
-            }
-          }
+          const int gn = groups - g0 < 8 ? groups - g0 : 8;
+          for (int c = 0; c < gn; ++c)
+            for (int jj = 0; jj < 8; ++jj)
+              o[c * W + jj] = j0 + jj < rows ? Word::one(src + (j0 + jj) * row_stride, g0 + c, d) : 0u;
         }
       }
     }
   }
 }
+
+// One decoded fp8 code per word (fp32 bits): the FMA Q·Kᵀ path.
+struct Fp8AsF32Word {
+  static int groups(int d) { return d; }
+  static bool full(int d, int g0) { return g0 + 8 <= d; }
+  static __m256 load8(const uint8_t* row, int g0) { return fp8x8_decode(load8_bytes(row + g0)); }
+  static uint32_t one(const uint8_t* row, int g, int /*d*/) { return fbits(fp8_decode1(row[g])); }
+};
+
+// Two codes per word as bf16 (code 2g low, 2g+1 high; exact: fp8 values are bf16 values):
+// the VDPBF16PS Q·Kᵀ path.
+struct Fp8PairAsBf16Word {
+  static int groups(int d) { return ceil_div(d, 2); }
+  static bool full(int d, int g0) { return 2 * (g0 + 8) <= d; }
+  static __m256 load8(const uint8_t* row, int g0) {
+    return _mm256_castsi256_ps(fp8x16_to_bf16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * g0))));
+  }
+  static uint32_t one(const uint8_t* row, int g, int d) {
+    const int e = 2 * g;
+    const uint32_t lo = fp8_to_bf16_bits(row[e]);
+    const uint32_t hi = e + 1 < d ? fp8_to_bf16_bits(row[e + 1]) : 0;
+    return lo | (hi << 16);
+  }
+};
 
 inline void pack_v_fp8_bf16(const uint8_t* src, int64_t row_stride, int rows, int dv, uint32_t* dst) {
   const __m256i top = _mm256_set1_epi32(static_cast<int>(0xFFFF0000u));
@@ -445,7 +441,7 @@ struct X86Pack {
     x86::pack_rows_fp8(src, row_stride, rows, d, dst);
   }
   static void k_fp8(const uint8_t* src, int64_t row_stride, int rows, int d, float* dst) {
-    x86::pack_k_fp8<W>(src, row_stride, rows, d, dst);
+    x86::pack_k_panels<W, x86::Fp8AsF32Word>(src, row_stride, rows, d, reinterpret_cast<uint32_t*>(dst));
   }
   static void v_fp8(const uint8_t* src, int64_t row_stride, int rows, int dv, const float* channel_scale,
                     const float* row_scale, float* dst) {
@@ -462,7 +458,7 @@ struct X86Pack {
     x86::pack_rows_fp8_bf16(src, row_stride, rows, d, dst);
   }
   static void k_fp8_bf16(const uint8_t* src, int64_t row_stride, int rows, int d, uint32_t* dst) {
-    x86::pack_k_fp8_bf16<W>(src, row_stride, rows, d, dst);
+    x86::pack_k_panels<W, x86::Fp8PairAsBf16Word>(src, row_stride, rows, d, dst);
   }
   static void v_fp8_bf16(const uint8_t* src, int64_t row_stride, int rows, int dv, uint32_t* dst) {
     x86::pack_v_fp8_bf16(src, row_stride, rows, dv, dst);
