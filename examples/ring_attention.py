@@ -139,8 +139,9 @@ def check(args: argparse.Namespace, causal: bool, out: torch.Tensor, lse: torch.
     return ok
 
 
-def run(args: argparse.Namespace) -> bool:
-    """The body of every rank, once the default process group is up."""
+def run(args: argparse.Namespace, keep_alive: List[torch.Tensor]) -> bool:
+    """The body of every rank, once the default process group is up. Every tensor given
+    to a collective is appended to ``keep_alive`` (see run_then_destroy)."""
     rank, world = dist.get_rank(), dist.get_world_size()
     if args.seq_len % world:
         raise SystemExit(f"--seq-len {args.seq_len} must be divisible by the world size {world}")
@@ -153,22 +154,40 @@ def run(args: argparse.Namespace) -> bool:
         lses = [torch.empty_like(lse) for _ in range(world)]
         dist.all_gather(outs, out)
         dist.all_gather(lses, lse)
+        keep_alive += [out, lse, *outs, *lses]
         if rank == 0:
             ok = check(args, causal, torch.cat(outs, dim=1), torch.cat(lses, dim=2)) and ok
     flag = torch.tensor([int(ok)])
     dist.broadcast(flag, src=0)  # every rank exits with rank 0's verdict
+    keep_alive.append(flag)
     return bool(flag.item())
+
+
+def run_then_destroy(args: argparse.Namespace) -> bool:
+    """run(), then destroy the default process group, which must be up.
+
+    The tensors given to gloo collectives stay referenced from here until the group is
+    destroyed. A gloo worker thread releases its reference to a collective's tensors
+    only after the collective has completed, maybe after the caller has moved on. If
+    that was the last reference and the tensor's Python object was already dropped,
+    freeing it needs the GIL; and torch 2.3 holds the GIL while destroying a gloo group,
+    which joins those worker threads: a deadlock (hung in about half the runs with torch
+    2.3.1 on a loaded 2-core machine; torch later releases the GIL there, see
+    pytorch/pytorch#154976). isend/irecv work is freed by its Python owner instead.
+    """
+    keep_alive: List[torch.Tensor] = []
+    try:
+        return run(args, keep_alive)
+    finally:
+        dist.destroy_process_group()  # joins gloo's worker threads
+        keep_alive.clear()
 
 
 def _worker(rank: int, args: argparse.Namespace, port: int) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.world_size))
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=args.world_size, timeout=datetime.timedelta(seconds=args.timeout))
-    try:
-        ok = run(args)
-    finally:
-        dist.destroy_process_group()
-    if not ok:
+    if not run_then_destroy(args):
         raise RuntimeError("ring attention does not match the single-process result")
 
 
@@ -203,10 +222,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # launched by torchrun
         args.world_size = int(os.environ["WORLD_SIZE"])
         dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=args.timeout))
-        try:
-            ok = run(args)
-        finally:
-            dist.destroy_process_group()
+        ok = run_then_destroy(args)
         if ok and int(os.environ["RANK"]) == 0:
             print(f"ring attention over {args.world_size} ranks matches the single-process result", flush=True)
         return 0 if ok else 1

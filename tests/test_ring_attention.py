@@ -16,11 +16,14 @@ The last test runs examples/ring_attention.py: a real ring over torch.distribute
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
+import socket
 import subprocess
 import sys
-from typing import List, Optional, Tuple
+import weakref
+from typing import Any, List, Optional, Tuple
 
 import pytest
 import torch
@@ -214,3 +217,59 @@ def test_ring_attention_example_distributed() -> None:
     assert proc.returncode == 0, output
     assert output.count(": OK") == 2, output
     assert "matches the single-process result" in output, output
+
+
+def _load_example() -> Any:
+    spec = importlib.util.spec_from_file_location("ring_attention_example", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ring_example_keeps_collective_tensors_until_destroy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The example's guard against torch 2.3's gloo shutdown deadlock (see its
+    run_then_destroy): every tensor given to a gloo collective is still referenced when
+    the process group is destroyed. Without the guard some are freed before it, and with
+    torch 2.3.1 about half the 2-rank runs then hung in destroy_process_group on a loaded
+    2-core machine, a race the test above meets only by chance. One rank, in this
+    process."""
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        pytest.skip("this torch build has no torch.distributed")
+    if dist.is_initialized():
+        pytest.skip("a process group is already up in this process")
+    example = _load_example()
+    seen: List["weakref.ref[torch.Tensor]"] = []
+    alive_at_destroy: List[bool] = []
+    all_gather, broadcast, destroy = dist.all_gather, dist.broadcast, dist.destroy_process_group
+
+    def recording_all_gather(outputs: List[torch.Tensor], tensor: torch.Tensor, *a: Any, **kw: Any) -> Any:
+        seen.extend(weakref.ref(t) for t in (tensor, *outputs))
+        return all_gather(outputs, tensor, *a, **kw)
+
+    def recording_broadcast(tensor: torch.Tensor, *a: Any, **kw: Any) -> Any:
+        seen.append(weakref.ref(tensor))
+        return broadcast(tensor, *a, **kw)
+
+    def checking_destroy(*a: Any, **kw: Any) -> None:
+        alive_at_destroy.extend(ref() is not None for ref in seen)
+        destroy(*a, **kw)
+
+    monkeypatch.setattr(dist, "all_gather", recording_all_gather)
+    monkeypatch.setattr(dist, "broadcast", recording_broadcast)
+    monkeypatch.setattr(dist, "destroy_process_group", checking_destroy)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        args = example.parse_args(["--world-size", "1", "--seq-len", "64", "--mode", "both"])
+        assert example.run_then_destroy(args)
+    finally:
+        if dist.is_initialized():  # the example failed before destroying it
+            destroy()
+    assert not dist.is_initialized()
+    assert len(seen) == 2 * (2 + 2) + 1  # two modes x two all_gathers (input + 1 output), one broadcast
+    assert all(alive_at_destroy) and len(alive_at_destroy) == len(seen), alive_at_destroy
