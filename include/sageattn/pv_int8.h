@@ -12,7 +12,7 @@
 //   pmax      = exp2(t_i - m_i)                  (<= 1; 0 when every p_ij underflows)
 //   p_scale_i = pmax / 255                       (one fp32 division)
 //   dot_ic    = Σ_j code_ij · v_jc               (int32, exact)
-//   o_ic      = fma(o_ic, alpha_i, float(dot_ic) · (p_scale_i · v_scale))
+//   o_ic      = fma(float(dot_ic), p_scale_i · v_scale, o_ic · alpha_i)
 // A row with no visible key in the tile, or whose pmax underflows to 0, gets codes 0 and
 // p_scale 0; a row holding NaN gets codes 0 and p_scale NaN (so its output is NaN, as in
 // the other modes).

@@ -72,7 +72,7 @@ void pv_i8_scalar(const void* p, int ldp, const float* p_scale, const void* v, i
         const int8_t* vrow = vc + static_cast<int64_t>(j) * dv + c0;
         for (int c = 0; c < cols; ++c) acc[c] += pij * vrow[c];
       }
-      for (int c = 0; c < cols; ++c) orow[c0 + c] = std::fma(orow[c0 + c], alpha[i], static_cast<float>(acc[c]) * w);
+      for (int c = 0; c < cols; ++c) orow[c0 + c] = std::fma(static_cast<float>(acc[c]), w, orow[c0 + c] * alpha[i]);
     }
   }
 }

@@ -31,8 +31,11 @@ inline int32_t load_word(const uint8_t* p) {
 
 // The P·V policy of simd/tile_kernels.h's pv_micro for this mode: P as int32 words of
 // kKeys codes (one step = one word), V as packed words, exact int32 sums, and
-// finish = float(sum) · w[r] with w[r] = p_scale · v_scale of the row.
-template <class T>
+// o = fma(float(sum), w[r], o·alpha) with w[r] = p_scale · v_scale of the row.
+// kAlphaOne: every alpha of the row block is 1 (no row's max moved in this key tile, the
+// common case once a row has seen its largest scores): o·1 = o, so the multiply is left
+// out, with the same bits.
+template <class T, bool kAlphaOne>
 struct PvInt8 {
   using PElem = int32_t;
   using VElem = int32_t;
@@ -45,18 +48,36 @@ struct PvInt8 {
   static VVec load_v_n(const VElem* v, int /*n*/) { return T::iload(v); }  // packed V rows are padded to W
   static typename T::I bcast(const PElem* p) { return T::iset1(*p); }
   static Acc mac(Acc acc, typename T::I p, VVec v) { return T::PvI8::dot(acc, p, v); }
-  typename T::F finish(Acc acc, int r) const {
-    return T::mul(T::cvt_i2f(acc), T::set1(w[r]));  // exact int32 -> float (|acc| < 2^24)
+  typename T::F update(typename T::F o, typename T::F a, Acc acc, int r) const {
+    // exact int32 -> float (|acc| < 2^24)
+    return T::fmadd(T::cvt_i2f(acc), T::set1(w[r]), kAlphaOne ? o : T::mul(o, a));
   }
 };
+
+// One row block's columns through pv_micro with policy Op.
+template <class T, class Op>
+inline void pv_i8_rows(const Op& op, int rows, const int32_t* pw, int pstride, const int32_t* v, int dvp, int steps,
+                       int dv, const float* alpha, float* orow, int ldo) {
+  constexpr int W = T::W, MR = Op::MR, NR = Op::NR;
+  const int nv = dv / W, tail = dv % W;
+  with_count<MR>(rows, [&](auto mr) {
+    constexpr int MRc = decltype(mr)::value;
+    for (int c0 = 0; c0 < nv; c0 += NR) {
+      with_count<NR>(nv - c0, [&](auto nr) {
+        constexpr int NRc = decltype(nr)::value;
+        pv_micro<T, Op, MRc, NRc, false>(op, pw, pstride, v + c0 * W, dvp, steps, alpha, orow + c0 * W, ldo, 0);
+      });
+    }
+    if (tail) pv_micro<T, Op, MRc, 1, true>(op, pw, pstride, v + nv * W, dvp, steps, alpha, orow + nv * W, ldo, tail);
+  });
+}
 
 template <class T>
 void pv_i8_tile(const uint8_t* p, int ldp, const float* p_scale, const int32_t* v, int mq, int nk, int dv,
                 const float* alpha, float v_scale, float* o, int ldo) {
-  constexpr int W = T::W, MR = T::kPvI8Rows, NR = T::kPvI8Vecs, K = T::PvI8::kKeys;
+  constexpr int W = T::W, MR = T::kPvI8Rows, K = T::PvI8::kKeys;
   const int steps = ceil_div(nk, K);
   const int dvp = ceil_div(dv, W) * W;
-  const int nv = dv / W, tail = dv % W;
   const int padded = round_up4(nk);
   // A row block's P as int32 words: the codes themselves (kKeys 4), or widened to u16
   // first (kKeys 2). Copied out of P's byte buffer, so no word is read through a cast.
@@ -80,21 +101,13 @@ void pv_i8_tile(const uint8_t* p, int ldp, const float* p_scale, const int32_t* 
     const int pstride = kWordsPerRow;
     for (int r = 0; r < rows; ++r) w[r] = p_scale[i0 + r] * v_scale;
     float* orow = o + static_cast<int64_t>(i0) * ldo;
-    const PvInt8<T> op{w};
-    with_count<MR>(rows, [&](auto mr) {
-      constexpr int MRc = decltype(mr)::value;
-      for (int c0 = 0; c0 < nv; c0 += NR) {
-        with_count<NR>(nv - c0, [&](auto nr) {
-          constexpr int NRc = decltype(nr)::value;
-          pv_micro<T, PvInt8<T>, MRc, NRc, false>(op, pw, pstride, v + c0 * W, dvp, steps, alpha + i0, orow + c0 * W,
-                                                  ldo, 0);
-        });
-      }
-      if (tail) {
-        pv_micro<T, PvInt8<T>, MRc, 1, true>(op, pw, pstride, v + nv * W, dvp, steps, alpha + i0, orow + nv * W, ldo,
-                                             tail);
-      }
-    });
+    bool alpha_one = true;
+    for (int r = 0; r < rows; ++r) alpha_one = alpha_one && alpha[i0 + r] == 1.0f;
+    if (alpha_one) {
+      pv_i8_rows<T>(PvInt8<T, true>{w}, rows, pw, pstride, v, dvp, steps, dv, alpha + i0, orow, ldo);
+    } else {
+      pv_i8_rows<T>(PvInt8<T, false>{w}, rows, pw, pstride, v, dvp, steps, dv, alpha + i0, orow, ldo);
+    }
   }
 }
 

@@ -411,8 +411,8 @@ void softmax_tile(const float* s, int lds, int mq, int nk, float* m, float* l, f
 // P·V: O = O·alpha + P·V, one micro-kernel for every operand form (the int8 mode's
 // policy is in simd/pv_int8_kernels.h). A policy names P's element (broadcast per row
 // and step), V's element and vector (NR loaded per step), the accumulator, the
-// multiply-accumulate, the blocking MR x NR, and finish(acc, r): the accumulator of row r
-// as the float added to O·alpha (V's or P's scale applied there, after the dot).
+// multiply-accumulate, the blocking MR x NR, and update(o, alpha, acc, r): row r's new
+// O from its old O, alpha and accumulator (V's or P's scale applied there, after the dot).
 // ---------------------------------------------------------------------------------
 template <class T>
 struct PvF32 {  // fp32 P and V (V decoded with its scale folded in): FMA
@@ -426,7 +426,7 @@ struct PvF32 {  // fp32 P and V (V decoded with its scale folded in): FMA
   static VVec load_v_n(const VElem* v, int n) { return T::load_n(v, n); }
   static typename T::F bcast(const PElem* p) { return T::bcast(p); }
   static Acc mac(Acc acc, typename T::F p, VVec v) { return T::fmadd(p, v, acc); }
-  typename T::F finish(Acc acc, int /*r*/) const { return acc; }
+  typename T::F update(typename T::F o, typename T::F a, Acc acc, int /*r*/) const { return T::fmadd(o, a, acc); }
 };
 
 // fp8 P and V codes as bf16 pairs (one step = two keys), VDPBF16PS; V's scale after the
@@ -445,7 +445,9 @@ struct PvBf16 {
   static VVec load_v_n(const VElem* v, int n) { return T::i32(T::load_n(reinterpret_cast<const float*>(v), n)); }
   static typename T::I bcast(const PElem* p) { return T::iset1(static_cast<int32_t>(*p)); }
   static Acc mac(Acc acc, typename T::I p, VVec v) { return T::dot_bf16(acc, p, v); }
-  typename T::F finish(Acc acc, int /*r*/) const { return kUnitScale ? acc : T::mul(acc, v_scale); }
+  typename T::F update(typename T::F o, typename T::F a, Acc acc, int /*r*/) const {
+    return T::fmadd(o, a, kUnitScale ? acc : T::mul(acc, v_scale));
+  }
 };
 
 // MR rows x NR vectors of columns over `steps` steps; P row r at p + r*ldp, step t's V
@@ -470,11 +472,10 @@ inline void pv_micro(const Op& op, const typename Op::PElem* p, int ldp, const t
     const typename T::F a = T::set1(alpha[r]);
     float* orow = o + static_cast<int64_t>(r) * ldo;
     for (int n = 0; n < NR; ++n) {
-      const typename T::F add = op.finish(acc[r][n], r);
       if (kPartial) {
-        T::store_n(orow + n * W, T::fmadd(T::load_n(orow + n * W, tail), a, add), tail);
+        T::store_n(orow + n * W, op.update(T::load_n(orow + n * W, tail), a, acc[r][n], r), tail);
       } else {
-        T::store(orow + n * W, T::fmadd(T::load(orow + n * W), a, add));
+        T::store(orow + n * W, op.update(T::load(orow + n * W), a, acc[r][n], r));
       }
     }
   }
