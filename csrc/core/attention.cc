@@ -176,11 +176,58 @@ void store_out_row(const AttentionArgs& a, int64_t b, int64_t n, int64_t h, cons
   }
 }
 
-// Finite stays finite: ±FLT_MAX where a + b overflowed but both were finite.
+// Finite stays finite: ±FLT_MAX where a + b (a · b) overflowed but both were finite.
 inline float add_saturating(float a, float b) {
   const float s = a + b;
   const bool overflowed = std::isinf(s) && std::isfinite(a) && std::isfinite(b);
   return overflowed ? std::copysign(kFloatMax, s) : s;
+}
+
+inline float mul_saturating(float a, float b) {
+  const float p = a * b;
+  const bool overflowed = std::isinf(p) && std::isfinite(a) && std::isfinite(b);
+  return overflowed ? std::copysign(kFloatMax, p) : p;
+}
+
+// The score scale sm_scale·log2(e), split as q_side · 2^k_shift: the kernels form
+// code dot × (q_scale·q_side) × (k_scale·2^k_shift), and for a huge finite sm_scale the
+// unsplit q_scale·sm_scale·log2(e), or the dot times it, overflows float before k_scale
+// brings the product back into range (docs/CONTRACT.md §3.4). Powers of two change no
+// rounding, so every score that did not overflow unsplit is bitwise what it was; an
+// ordinary sm_scale (below 2^32) is not split at all.
+struct ScoreScale {
+  float q_side;
+  int k_shift;
+};
+
+ScoreScale split_score_scale(float sm_scale) {
+  int exponent = 0;
+  std::frexp(sm_scale, &exponent);
+  const int k_shift = exponent > 32 ? exponent / 2 : 0;
+  return {std::ldexp(sm_scale, -k_shift) * kLog2e, k_shift};
+}
+
+// Whether a score of this tile can leave float's range: |dot| <= 448² · D for both
+// code types (fp8's bound covers int8's 127²).
+bool scores_may_overflow(float row_scale_max, const float* col_scale, int nk, int D) {
+  float col_max = 0.0f;
+  for (int j = 0; j < nk; ++j) {
+    if (std::isfinite(col_scale[j])) col_max = std::fmax(col_max, std::fabs(col_scale[j]));
+  }
+  return static_cast<double>(row_scale_max) * col_max * D * (448.0 * 448.0) >= static_cast<double>(kFloatMax);
+}
+
+// Scores that overflowed from finite scales saturate at ±FLT_MAX, as a finite mask value
+// does (docs/CONTRACT.md §3.4, §8.6); with finite scales the codes are finite, so an
+// infinite score can only be such an overflow. NaN stays NaN.
+void saturate_scores(float* s, int lds, int mq, int nk, const float* row_scale, const float* col_scale) {
+  for (int i = 0; i < mq; ++i) {
+    if (!std::isfinite(row_scale[i])) continue;
+    float* row = s + static_cast<int64_t>(i) * lds;
+    for (int j = 0; j < nk; ++j) {
+      if (std::isinf(row[j]) && std::isfinite(col_scale[j])) row[j] = std::copysign(kFloatMax, row[j]);
+    }
+  }
 }
 
 // Adds one mask row to a score row (log2 units): bool keeps or hides, float adds.
@@ -231,6 +278,7 @@ struct KeyTilePacker {
   const TileOps& ops;
   const PvOps& pv;
   int64_t b, hkv;
+  int k_shift = split_score_scale(a.sm_scale).k_shift;  // K's side of the score scale
 
   bool v_scaled() const { return a.pv_mode != PvMode::kHalf; }
   bool v_per_channel() const { return v_scaled() && a.v_scale_mode == VScaleMode::kPerChannel; }
@@ -241,7 +289,10 @@ struct KeyTilePacker {
     const int64_t j0 = t * kTileN;
     const uint8_t* kbase = static_cast<const uint8_t*>(a.k.data) + b * a.k.stride[0] + hkv * a.k.stride[2];
     ops.pack_k(kbase + j0 * a.k.stride[1], a.k.stride[1], nk, static_cast<int>(d.D), a.qk_dtype, k);
-    for (int j = 0; j < nk; ++j) k_scale[j] = scale3(a.k_scale, b, hkv, a.k_grouping.group_of(j0 + j, d.Nk));
+    for (int j = 0; j < nk; ++j) {
+      const float ks = scale3(a.k_scale, b, hkv, a.k_grouping.group_of(j0 + j, d.Nk));
+      k_scale[j] = k_shift == 0 ? ks : mul_saturating(ks, std::ldexp(1.0f, k_shift));
+    }
 
     const float* channel_scale = v_per_channel() && !pv.v_scale_after_dot ? v_channel_scale : nullptr;
     const float* row_scale = nullptr;
@@ -296,13 +347,15 @@ void attend_tile(const AttentionArgs& a, const Dims& d, const TileOps& ops, cons
   const int mq = static_cast<int>(std::min<int64_t>(kTileM, d.Nq - i0));
   const int64_t hkv = hq / (d.Hq / d.Hkv);
   const int D = static_cast<int>(d.D), Dv = static_cast<int>(d.Dv);
-  const float score_scale = a.sm_scale * kLog2e;
+  const ScoreScale score_scale = split_score_scale(a.sm_scale);
   const KeyTilePacker packer{a, d, ops, pv, b, hkv};
 
   const uint8_t* qsrc = static_cast<const uint8_t*>(a.q.data) + b * a.q.stride[0] + i0 * a.q.stride[1] + hq * a.q.stride[2];
   ops.pack_q(qsrc, a.q.stride[1], mq, D, a.qk_dtype, sc.qbuf.data());
+  float row_scale_max = 0.0f;
   for (int i = 0; i < mq; ++i) {
-    sc.row_scale[i] = scale3(a.q_scale, b, hq, a.q_grouping.group_of(i0 + i, d.Nq)) * score_scale;
+    sc.row_scale[i] = mul_saturating(scale3(a.q_scale, b, hq, a.q_grouping.group_of(i0 + i, d.Nq)), score_scale.q_side);
+    if (std::isfinite(sc.row_scale[i])) row_scale_max = std::fmax(row_scale_max, std::fabs(sc.row_scale[i]));
     sc.m[i] = kNegInf;
     sc.l[i] = 0.0f;
   }
@@ -332,6 +385,9 @@ void attend_tile(const AttentionArgs& a, const Dims& d, const TileOps& ops, cons
       vt = sc.vbuf.data();
     }
     ops.qk(sc.qbuf.data(), kt, mq, nk, D, a.qk_dtype, sc.row_scale.data(), k_scale, sc.s.data(), kTileN);
+    if (scores_may_overflow(row_scale_max, k_scale, nk, D)) {
+      saturate_scores(sc.s.data(), kTileN, mq, nk, sc.row_scale.data(), k_scale);
+    }
     if (a.causal && j0 + nk - 1 > i0) {  // diagonal tile: hide keys after each query
       for (int i = 0; i < mq; ++i)
         for (int j = std::max<int64_t>(0, i0 + i + 1 - j0); j < nk; ++j) sc.s[i * kTileN + j] = kNegInf;
@@ -361,7 +417,8 @@ void attend_tile(const AttentionArgs& a, const Dims& d, const TileOps& ops, cons
         lse = (sc.m[i] + std::log2(sc.l[i])) * kLn2;
         if (a.k_mean) {
           const float qs = scale3(a.q_scale, b, hq, a.q_grouping.group_of(i0 + i, d.Nq));
-          lse += a.sm_scale * qs * smoothing_shift(a, b, i0 + i, hq, hkv, D);
+          const float shift = mul_saturating(mul_saturating(a.sm_scale, qs), smoothing_shift(a, b, i0 + i, hq, hkv, D));
+          lse = add_saturating(lse, shift);
         }
       }
       const TensorRef& t = *a.lse;
