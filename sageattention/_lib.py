@@ -38,6 +38,8 @@ except Exception:  # already registered by another import of this module
     pass
 
 _LIB_NAME = "libsageattn_cpu.so"
+LIBRARY_ENV = "SAGEATTN_LIBRARY"  # a library path to try first
+ISA_ENV = "SAGEATTN_CPU_ISA"  # read by the core itself (csrc/core/isa.cc), named here for `env`
 
 
 def _candidates() -> list[str]:
@@ -48,7 +50,7 @@ def _candidates() -> list[str]:
     # `python -m pytest` from a checkout imports the sources, which hold no library:
     # fall back to an installed copy on sys.path.
     paths += [os.path.join(p, "sageattention", _LIB_NAME) for p in sys.path if p]
-    override = os.environ.get("SAGEATTN_LIBRARY")
+    override = os.environ.get(LIBRARY_ENV)
     if override:
         paths.insert(0, override)
     return paths

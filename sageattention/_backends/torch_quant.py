@@ -9,7 +9,7 @@ from typing import Optional, Union
 import torch
 
 from .._recipes import Grouping, QuantRecipe, ResolvedRecipe, as_resolved
-from .._types import QuantizedQK, QuantizedV
+from .._types import QuantizedQK, QuantizedV, VQuantDType
 
 _QMAX = {"int8": 127.0, "fp8": 448.0}
 
@@ -61,12 +61,14 @@ def quantize_qk(q: torch.Tensor, k: torch.Tensor, *, quant_recipe: Union[QuantRe
     return QuantizedQK(q_codes, q_scale, k_codes, k_scale, k_mean)
 
 
-def quantize_v(v: torch.Tensor, *, quant_recipe: Union[QuantRecipe, ResolvedRecipe]) -> QuantizedV:
+def quantize_v(v: torch.Tensor, *, quant_recipe: Union[QuantRecipe, ResolvedRecipe],
+               dtype: VQuantDType = "fp8") -> QuantizedV:
+    """V codes in `dtype` ("fp8", or "int8" as the int8 P·V mode takes them)."""
     r = as_resolved(quant_recipe)
     if not r.v_per_channel:
-        codes, scale = quantize_tokens(v, r.v, "fp8")
+        codes, scale = quantize_tokens(v, r.v, dtype)
         return QuantizedV(codes, scale)
     vf = v.float()
     amax = vf.abs().amax(dim=1) if v.shape[1] else torch.zeros(v.shape[0], v.shape[2], v.shape[3], device=v.device)
-    scale = amax.clamp_min(1e-12) / 448.0  # (B, H, D)
-    return QuantizedV(_encode(vf / scale[:, None], "fp8"), scale)
+    scale = amax.clamp_min(1e-12) / _QMAX[dtype]  # (B, H, D)
+    return QuantizedV(_encode(vf / scale[:, None], dtype), scale)

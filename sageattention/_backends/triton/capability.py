@@ -18,7 +18,7 @@ PV_FP8_DOT = 0
 PV_FP8_AS_FP16 = 1
 PV_HALF_V = 2
 
-_FP8_DOT_ENV = "SAGEATTN_TRITON_FP8_DOT"  # "0" / "1": override the table (tests, bring-up)
+FP8_DOT_ENV = "SAGEATTN_TRITON_FP8_DOT"  # "0" / "1": override the table (tests, bring-up)
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def _row(device: torch.device) -> _Row:
 
 def fp8_dot(device: torch.device) -> bool:
     """True where fp8 e4m3fn operands go into the dot as fp8."""
-    override = os.environ.get(_FP8_DOT_ENV, "").strip()
+    override = os.environ.get(FP8_DOT_ENV, "").strip()
     if override in ("0", "1"):
         return override == "1"
     return _row(device).fp8_dot
