@@ -497,13 +497,19 @@ class Report:
     memory: list[memory.MemoryResult]
 
 
+def cpu_identity(m: dict[str, Any]) -> str:
+    """"Zen 4, family 25 model 17": the microarchitecture where it is known."""
+    arch = m.get("cpu_microarch")
+    return f"{arch}, {m['cpu_family_model']}" if arch else m["cpu_family_model"]
+
+
 def write_markdown(path: Path, r: Report) -> None:
     m, s = r.machine, r.settings
     lines = [
         "# sageattention CPU benchmark", "",
         f"- Date: {_dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
         f"- Command: `{r.command}`",
-        f"- CPU: {m['cpu_model']} ({m['cpu_family_model']}), "
+        f"- CPU: {m['cpu_model']} ({cpu_identity(m)}), "
         f"{m['logical_cpus']} logical CPUs, {m['physical_cores'] or '?'} physical cores",
         f"- ISA flags: {', '.join(m['cpu_flags_relevant']) or 'none'}"
         f"{'' if m['has_avx512'] else ' (no AVX-512)'}",

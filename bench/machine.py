@@ -63,6 +63,28 @@ def read_cpuinfo() -> dict[str, str]:
     return info
 
 
+# AMD's family/model ranges of each Zen generation (x86 "cpu family" and "model" as
+# /proc/cpuinfo gives them, in decimal). Unlisted pairs have no name: the report omits it.
+_AMD_MICROARCH: tuple[tuple[int, range, str], ...] = (
+    (25, range(0x00, 0x10), "Zen 3"),
+    (25, range(0x10, 0x20), "Zen 4"),
+    (25, range(0x20, 0x30), "Zen 3"),
+    (25, range(0x40, 0x60), "Zen 3"),
+    (25, range(0x60, 0x80), "Zen 4"),
+    (25, range(0xA0, 0xB0), "Zen 4"),
+    (26, range(0x00, 0x100), "Zen 5"),
+)
+
+
+def cpu_microarch(vendor: str, family: str, model: str) -> str | None:
+    """The microarchitecture of an AMD CPU from /proc/cpuinfo's vendor_id, cpu family and
+    model fields; None for other vendors and for pairs the table does not know."""
+    if vendor != "AuthenticAMD" or not (family.isdigit() and model.isdigit()):
+        return None
+    fam, mod = int(family), int(model)
+    return next((name for f, models, name in _AMD_MICROARCH if f == fam and mod in models), None)
+
+
 def machine_info(lib: ModuleType | None, sage: ModuleType | None) -> dict[str, Any]:
     cpuinfo = read_cpuinfo()
     flags = cpuinfo.get("flags", "").split()
@@ -80,6 +102,8 @@ def machine_info(lib: ModuleType | None, sage: ModuleType | None) -> dict[str, A
     return {
         "cpu_model": cpuinfo.get("model name", platform.processor() or platform.machine()),
         "cpu_family_model": f"family {cpuinfo.get('cpu family', '?')} model {cpuinfo.get('model', '?')}",
+        "cpu_microarch": cpu_microarch(cpuinfo.get("vendor_id", ""), cpuinfo.get("cpu family", ""),
+                                       cpuinfo.get("model", "")),
         "cpu_flags_relevant": relevant,
         "has_avx512": any(f.startswith("avx512") for f in flags),
         "logical_cpus": os.cpu_count(),

@@ -15,7 +15,9 @@ import pytest
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
 
+import bench_cpu  # noqa: E402
 import ceilings  # noqa: E402
+import machine  # noqa: E402
 import native  # noqa: E402
 import stages  # noqa: E402
 
@@ -121,3 +123,26 @@ def test_probe_library_builds_and_measures(tmp_path: Path) -> None:
             probes.measure_gops(supported, 0, 0.02)
         with pytest.raises(RuntimeError, match="seconds"):
             probes.measure_gops(supported, 1, -1.0)
+
+
+@pytest.mark.parametrize("family, model, name", [
+    (25, 0x11, "Zen 4"), (25, 0x10, "Zen 4"), (25, 0x1F, "Zen 4"), (25, 0x61, "Zen 4"), (25, 0x7F, "Zen 4"),
+    (25, 0xA0, "Zen 4"), (25, 0xAF, "Zen 4"),
+    (25, 0x01, "Zen 3"), (25, 0x21, "Zen 3"), (25, 0x2F, "Zen 3"), (25, 0x44, "Zen 3"), (25, 0x50, "Zen 3"),
+    (26, 0x02, "Zen 5"), (26, 0x44, "Zen 5"),
+    (25, 0x30, None), (25, 0x80, None), (25, 0xB0, None), (23, 0x31, None), (24, 0x00, None),
+])
+def test_amd_microarch_from_family_and_model(family: int, model: int, name: str | None) -> None:
+    assert machine.cpu_microarch("AuthenticAMD", str(family), str(model)) == name
+
+
+def test_microarch_only_for_amd_and_well_formed_fields() -> None:
+    assert machine.cpu_microarch("GenuineIntel", "6", "143") is None
+    assert machine.cpu_microarch("AuthenticAMD", "?", "17") is None
+    assert machine.cpu_microarch("AuthenticAMD", "25", "") is None
+
+
+def test_report_header_names_the_microarch_when_known() -> None:
+    m = {"cpu_family_model": "family 25 model 17", "cpu_microarch": "Zen 4"}
+    assert bench_cpu.cpu_identity(m) == "Zen 4, family 25 model 17"
+    assert bench_cpu.cpu_identity({**m, "cpu_microarch": None}) == "family 25 model 17"
