@@ -30,6 +30,28 @@ def _load_rows(X, x_off, n, row_ok, d, D, sxn, sxd, MEAN, mean_off, smd, HAS_MEA
 
 
 @triton.jit
+def _fold_amax(amax, nan, x, AXIS: tl.constexpr):
+    """The running (max |x|, 1 where a NaN was seen) after one more tile x, reduced along
+    AXIS. Max drops NaN on some targets, so NaN is tracked on its own."""
+    amax = tl.maximum(amax, tl.max(tl.abs(x), axis=AXIS))
+    nan = tl.maximum(nan, tl.max((x != x).to(tl.int32), axis=AXIS))
+    return amax, nan
+
+
+@triton.jit
+def _scale_or_nan(amax, nan, qmax):
+    """A group's scale from its amax; NaN where the group held a NaN, as on the CPU."""
+    return tl.where(nan > 0, float("nan"), scale_from_amax(amax, qmax))
+
+
+@triton.jit
+def _program_rows(H, TILE_T: tl.constexpr):
+    """Program (bh, tile) of a per-tensor pass: b, h and its TILE_T token indices."""
+    bh = tl.program_id(0)
+    return bh, bh // H, bh % H, tl.program_id(1) * TILE_T + tl.arange(0, TILE_T)
+
+
+@triton.jit
 def _rows_amax(X, x_off, n, row_ok, D, sxn, sxd, MEAN, mean_off, smd,
                HAS_MEAN: tl.constexpr, HALF_KIND: tl.constexpr, TILE_T: tl.constexpr, TILE_D: tl.constexpr):
     """Per row: (max |x - mean|, 1 where the row holds a NaN)."""
@@ -38,8 +60,7 @@ def _rows_amax(X, x_off, n, row_ok, D, sxn, sxd, MEAN, mean_off, smd,
     for d0 in range(0, D, TILE_D):
         d = d0 + tl.arange(0, TILE_D)
         x = _load_rows(X, x_off, n, row_ok, d, D, sxn, sxd, MEAN, mean_off, smd, HAS_MEAN, HALF_KIND)
-        amax = tl.maximum(amax, tl.max(tl.abs(x), axis=1))
-        nan = tl.maximum(nan, tl.max((x != x).to(tl.int32), axis=1))
+        amax, nan = _fold_amax(amax, nan, x, 1)
     return amax, nan
 
 
@@ -81,7 +102,7 @@ def quantize_blocks_kernel(X, MEAN, C, S, H, N, D,
         member = row_ok & (group == g)
         g_amax = tl.max(tl.where(member, amax, 0.0), axis=0)
         g_nan = tl.max(tl.where(member, nan, 0), axis=0)
-        scale = tl.where(g_nan > 0, float("nan"), scale_from_amax(g_amax, qmax))
+        scale = _scale_or_nan(g_amax, g_nan, qmax)
         tl.store(S + b * ssb + h * ssh + (blk * GROUPS + g) * ssg, scale)
         row_scale = tl.where(group == g, scale, row_scale)
     c_off = b.to(tl.int64) * scb + h * sch
@@ -94,15 +115,11 @@ def tensor_amax_partials_kernel(X, MEAN, P, H, N, D, sxb, sxn, sxh, sxd, smb, sm
                                 HAS_MEAN: tl.constexpr, HALF_KIND: tl.constexpr, TILE_T: tl.constexpr,
                                 TILE_D: tl.constexpr):
     """Program (bh, tile): amax of TILE_T rows into P[bh, tile], or NaN."""
-    bh = tl.program_id(0)
-    tile = tl.program_id(1)
-    b = bh // H
-    h = bh % H
-    n = tile * TILE_T + tl.arange(0, TILE_T)
+    bh, b, h, n = _program_rows(H, TILE_T)
     amax, nan = _rows_amax(X, b.to(tl.int64) * sxb + h * sxh, n, n < N, D, sxn, sxd, MEAN, b * smb + h * smh,
                            smd, HAS_MEAN, HALF_KIND, TILE_T, TILE_D)
     part = tl.where(tl.max(nan, axis=0) > 0, float("nan"), tl.max(amax, axis=0))
-    tl.store(P + bh * tl.num_programs(1) + tile, part)
+    tl.store(P + bh * tl.num_programs(1) + tl.program_id(1), part)
 
 
 @triton.jit
@@ -112,11 +129,9 @@ def tensor_scale_kernel(P, S, count, qmax, TILE: tl.constexpr):
     nan = tl.zeros([TILE], dtype=tl.int32)
     for i0 in range(0, count, TILE):
         i = i0 + tl.arange(0, TILE)
-        p = tl.load(P + i, mask=i < count, other=0.0)
-        amax = tl.maximum(amax, p)
-        nan = tl.maximum(nan, (p != p).to(tl.int32))
-    scale = scale_from_amax(tl.max(amax, axis=0), qmax)
-    tl.store(S, tl.where(tl.max(nan, axis=0) > 0, float("nan"), scale))
+        p = tl.load(P + i, mask=i < count, other=0.0)  # partial amaxes: >= 0, or NaN
+        amax, nan = _fold_amax(amax, nan, p[None, :], 0)
+    tl.store(S, _scale_or_nan(tl.max(amax, axis=0), tl.max(nan, axis=0), qmax))
 
 
 @triton.jit
@@ -124,11 +139,7 @@ def encode_tensor_kernel(X, MEAN, C, S, H, N, D, sxb, sxn, sxh, sxd, smb, smh, s
                          HAS_MEAN: tl.constexpr, HALF_KIND: tl.constexpr, FP8: tl.constexpr, TILE_T: tl.constexpr,
                          TILE_D: tl.constexpr):
     """Program (bh, tile): codes of TILE_T rows under the one per-tensor scale S[0]."""
-    bh = tl.program_id(0)
-    tile = tl.program_id(1)
-    b = bh // H
-    h = bh % H
-    n = tile * TILE_T + tl.arange(0, TILE_T)
+    _, b, h, n = _program_rows(H, TILE_T)
     row_scale = tl.zeros([TILE_T], dtype=tl.float32) + tl.load(S)
     _encode_rows(X, b.to(tl.int64) * sxb + h * sxh, n, n < N, D, sxn, sxd, MEAN, b * smb + h * smh, smd,
                  C, b.to(tl.int64) * scb + h * sch, scn, scd, row_scale, HAS_MEAN, HALF_KIND, FP8, TILE_D)
@@ -170,9 +181,8 @@ def quantize_channels_kernel(X, C, S, H, N, D, sxb, sxn, sxh, sxd, scb, scn, sch
         n = n0 + tl.arange(0, TILE_T)
         ok = (n < N)[:, None] & (d < D)[None, :]
         x = load_f32(X + x_off + n.to(tl.int64)[:, None] * sxn + d[None, :] * sxd, ok, HALF_KIND)
-        amax = tl.maximum(amax, tl.max(tl.abs(x), axis=0))
-        nan = tl.maximum(nan, tl.max((x != x).to(tl.int32), axis=0))
-    scale = tl.where(nan > 0, float("nan"), scale_from_amax(amax, 448.0))
+        amax, nan = _fold_amax(amax, nan, x, 0)
+    scale = _scale_or_nan(amax, nan, 448.0)
     tl.store(S + b * ssb + h * ssh + d * ssd, scale, mask=d < D)
     for n0 in range(0, N, TILE_T):
         n = n0 + tl.arange(0, TILE_T)
