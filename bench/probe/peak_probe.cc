@@ -6,16 +6,19 @@
 //
 // Each probe runs one multiply-accumulate instruction (or, for avx2_maddubs_i8, the
 // three-instruction AVX2 int8 dot idiom) on kChains independent accumulators, so the
-// instruction's latency is hidden and the loop is bound by its throughput. Every probe
-// lives in this one translation unit behind __attribute__((target(...))), so the file
-// builds with default flags and only runs an instruction after the CPU (and OS) has been
-// checked for it at run time.
+// instruction's latency is hidden and the loop is bound by its throughput. One loop
+// (chain_loop) serves every probe: a probe is its step (a small struct: the instruction,
+// with the target it needs), a body function that carries that target and inlines the
+// loop and the step into itself (flatten), and a row of kProbes. So the file builds with
+// default flags and only runs an instruction after the CPU (and OS) has been checked for
+// it at run time.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <mutex>
 #include <stdexcept>
@@ -65,7 +68,46 @@ constexpr int kItersPerClockCheck = 1024;
 volatile std::int64_t g_int_sink = 0;
 volatile float g_float_sink = 0.0f;
 
-#define SAGEATTN_REP12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+// Adds the lanes of a final accumulator to a sink, through memory (off the timed path,
+// and free of the -Wuninitialized noise GCC 12's _mm512_reduce_* helpers produce).
+template <class Lane, class Vec, class Sum>
+inline void sink_lanes(const Vec& v, volatile Sum& sink) {
+  Lane lanes[sizeof(Vec) / sizeof(Lane)];
+  std::memcpy(lanes, &v, sizeof(Vec));
+  Sum total = 0;
+  for (Lane x : lanes) total += x;
+  sink = sink + total;
+}
+
+// The loop every probe runs: kChains accumulators, each stepped by Step::step once per
+// iteration, until `deadline`; returns the iterations done. Step's members carry their
+// target; the body that instantiates this (flatten) inlines them all, and the unrolled
+// chains live in registers (the unroll counts are kChains). Step::pin is an empty asm that claims to modify an
+// accumulator, so the compiler can neither fold a chain into a closed form nor hoist
+// work across it; it emits nothing.
+template <class Step>
+inline std::uint64_t chain_loop(Clock::time_point deadline) {
+  typename Step::Vec acc[kChains];
+#pragma GCC unroll 12
+  for (int c = 0; c < kChains; ++c) Step::init(acc[c], c);
+  std::uint64_t iters = 0;
+  do {
+#pragma GCC unroll 4
+    for (int r = 0; r < kItersPerClockCheck; ++r) {
+#pragma GCC unroll 12
+      for (int c = 0; c < kChains; ++c) Step::step(acc[c]);
+#pragma GCC unroll 12
+      for (int c = 0; c < kChains; ++c) Step::pin(acc[c]);
+    }
+    iters += kItersPerClockCheck;
+  } while (Clock::now() < deadline);
+  // Summed by value: a reference into acc would keep the chains in memory.
+  typename Step::Vec sum = acc[0];
+#pragma GCC unroll 12
+  for (int c = 1; c < kChains; ++c) Step::add(sum, acc[c]);
+  Step::sink(sum);
+  return iters;
+}
 
 #if SAGEATTN_PROBE_X86
 
@@ -104,250 +146,121 @@ bool cpu_has_avx2_fma() {
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
-// Empty asm that claims to modify the accumulators: the compiler can neither fold the
-// chain of the inner loop into a closed form nor hoist work across it. It emits nothing.
-#define SAGEATTN_PIN(i) asm volatile("" : "+v"(acc##i));
-#define SAGEATTN_PIN_X(i) asm volatile("" : "+x"(acc##i));
+// ---------------------------------------------------------------------------
+// Accumulator kinds: start values, the final sum, the register pin, the sink. zmm pins
+// take any of the 32 vector registers ("+v"); ymm pins stay in AVX2's 16 ("+x").
+// ---------------------------------------------------------------------------
+struct ZmmInt32 {
+  using Vec = __m512i;
+  [[gnu::target("avx512f")]] static void init(Vec& a, int c) { a = _mm512_set1_epi32(c); }
+  [[gnu::target("avx512f")]] static void add(Vec& sum, const Vec& x) { sum = _mm512_add_epi32(sum, x); }
+  [[gnu::target("avx512f")]] static void pin(Vec& a) { asm volatile("" : "+v"(a)); }
+  static void sink(const Vec& v) { sink_lanes<std::int32_t>(v, g_int_sink); }
+};
+struct ZmmFloat {
+  using Vec = __m512;
+  [[gnu::target("avx512f")]] static void init(Vec& a, int c) { a = _mm512_set1_ps(1.0f + 0.125f * c); }
+  [[gnu::target("avx512f")]] static void add(Vec& sum, const Vec& x) { sum = _mm512_add_ps(sum, x); }
+  [[gnu::target("avx512f")]] static void pin(Vec& a) { asm volatile("" : "+v"(a)); }
+  static void sink(const Vec& v) { sink_lanes<float>(v, g_float_sink); }
+};
+struct YmmInt32 {
+  using Vec = __m256i;
+  [[gnu::target("avx2")]] static void init(Vec& a, int c) { a = _mm256_set1_epi32(c); }
+  [[gnu::target("avx2")]] static void add(Vec& sum, const Vec& x) { sum = _mm256_add_epi32(sum, x); }
+  [[gnu::target("avx2")]] static void pin(Vec& a) { asm volatile("" : "+x"(a)); }
+  static void sink(const Vec& v) { sink_lanes<std::int32_t>(v, g_int_sink); }
+};
+struct YmmFloat {
+  using Vec = __m256;
+  [[gnu::target("avx2")]] static void init(Vec& a, int c) { a = _mm256_set1_ps(1.0f + 0.125f * c); }
+  [[gnu::target("avx2")]] static void add(Vec& sum, const Vec& x) { sum = _mm256_add_ps(sum, x); }
+  [[gnu::target("avx2")]] static void pin(Vec& a) { asm volatile("" : "+x"(a)); }
+  static void sink(const Vec& v) { sink_lanes<float>(v, g_float_sink); }
+};
 
 // ---------------------------------------------------------------------------
-// AVX-512
+// The steps: one instruction (or idiom) each, with the target it needs. Operands are
+// loop-invariant constants the compiler keeps in registers.
 // ---------------------------------------------------------------------------
-
-// Horizontal sums for the sinks (through memory: off the timed path, and free of the
-// -Wuninitialized noise GCC 12's _mm512_reduce_* helpers produce).
-__attribute__((target("avx512f"))) inline std::int64_t hsum_epi32_512(__m512i v) {
-  alignas(64) std::int32_t lanes[16];
-  _mm512_store_si512(lanes, v);
-  std::int64_t s = 0;
-  for (std::int32_t x : lanes) s += x;
-  return s;
-}
-__attribute__((target("avx512f"))) inline float hsum_ps_512(__m512 v) {
-  alignas(64) float lanes[16];
-  _mm512_store_ps(lanes, v);
-  float s = 0.0f;
-  for (float x : lanes) s += x;
-  return s;
-}
 
 // VPDPBUSD zmm: 64 u8 x s8 multiply-adds into 16 int32 lanes = 128 ops.
-__attribute__((target("avx512f,avx512bw,avx512vnni"), noinline)) std::uint64_t
-body_avx512_vpdpbusd(Clock::time_point deadline) {
-#define SAGEATTN_INIT(i) __m512i acc##i = _mm512_set1_epi32(i);
-  SAGEATTN_REP12(SAGEATTN_INIT)
-#undef SAGEATTN_INIT
-  const __m512i a = _mm512_set1_epi8(3);
-  const __m512i b = _mm512_set1_epi8(-5);
-  std::uint64_t iters = 0;
-  do {
-#pragma GCC unroll 4
-    for (int r = 0; r < kItersPerClockCheck; ++r) {
-#define SAGEATTN_STEP(i) acc##i = _mm512_dpbusd_epi32(acc##i, a, b);
-      SAGEATTN_REP12(SAGEATTN_STEP)
-#undef SAGEATTN_STEP
-      SAGEATTN_REP12(SAGEATTN_PIN)
-    }
-    iters += kItersPerClockCheck;
-  } while (Clock::now() < deadline);
-  __m512i sum = acc0;
-#define SAGEATTN_SUM(i) sum = _mm512_add_epi32(sum, acc##i);
-  SAGEATTN_REP12(SAGEATTN_SUM)
-#undef SAGEATTN_SUM
-  g_int_sink = g_int_sink + hsum_epi32_512(sum);
-  return iters;
-}
-
-// VDPBF16PS zmm: 32 bf16-pair multiply-adds into 16 fp32 lanes = 64 ops.
-__attribute__((target("avx512f,avx512bw,avx512bf16"), noinline)) std::uint64_t
-body_avx512_vdpbf16ps(Clock::time_point deadline) {
-#define SAGEATTN_INIT(i) __m512 acc##i = _mm512_set1_ps(1.0f + 0.125f * (i));
-  SAGEATTN_REP12(SAGEATTN_INIT)
-#undef SAGEATTN_INIT
-  // bf16 0x3A83 ~= 1e-3: products of 1e-6 that leave the accumulators finite and normal.
-  const __m512bh a = (__m512bh)_mm512_set1_epi16(0x3A83);
-  const __m512bh b = (__m512bh)_mm512_set1_epi16(0x3A83);
-  std::uint64_t iters = 0;
-  do {
-#pragma GCC unroll 4
-    for (int r = 0; r < kItersPerClockCheck; ++r) {
-#define SAGEATTN_STEP(i) acc##i = _mm512_dpbf16_ps(acc##i, a, b);
-      SAGEATTN_REP12(SAGEATTN_STEP)
-#undef SAGEATTN_STEP
-      SAGEATTN_REP12(SAGEATTN_PIN)
-    }
-    iters += kItersPerClockCheck;
-  } while (Clock::now() < deadline);
-  __m512 sum = acc0;
-#define SAGEATTN_SUM(i) sum = _mm512_add_ps(sum, acc##i);
-  SAGEATTN_REP12(SAGEATTN_SUM)
-#undef SAGEATTN_SUM
-  g_float_sink = g_float_sink + hsum_ps_512(sum);
-  return iters;
-}
-
+struct Avx512Vpdpbusd : ZmmInt32 {
+  [[gnu::target("avx512f,avx512bw,avx512vnni")]] static void step(Vec& acc) {
+    acc = _mm512_dpbusd_epi32(acc, _mm512_set1_epi8(3), _mm512_set1_epi8(-5));
+  }
+};
+// VDPBF16PS zmm: 32 bf16-pair multiply-adds into 16 fp32 lanes = 64 ops. bf16 0x3A83
+// ~= 1e-3: products of 1e-6 that leave the accumulators finite and normal.
+struct Avx512Vdpbf16ps : ZmmFloat {
+  [[gnu::target("avx512f,avx512bw,avx512bf16")]] static void step(Vec& acc) {
+    const __m512bh x = (__m512bh)_mm512_set1_epi16(0x3A83);
+    acc = _mm512_dpbf16_ps(acc, x, x);
+  }
+};
 // VFMADD231PS zmm: 16 fp32 FMAs = 32 ops.
-__attribute__((target("avx512f,fma"), noinline)) std::uint64_t body_avx512_fma_fp32(
-    Clock::time_point deadline) {
-#define SAGEATTN_INIT(i) __m512 acc##i = _mm512_set1_ps(1.0f + 0.125f * (i));
-  SAGEATTN_REP12(SAGEATTN_INIT)
-#undef SAGEATTN_INIT
-  const __m512 a = _mm512_set1_ps(1e-3f);
-  const __m512 b = _mm512_set1_ps(1e-3f);
-  std::uint64_t iters = 0;
-  do {
-#pragma GCC unroll 4
-    for (int r = 0; r < kItersPerClockCheck; ++r) {
-#define SAGEATTN_STEP(i) acc##i = _mm512_fmadd_ps(a, b, acc##i);
-      SAGEATTN_REP12(SAGEATTN_STEP)
-#undef SAGEATTN_STEP
-      SAGEATTN_REP12(SAGEATTN_PIN)
-    }
-    iters += kItersPerClockCheck;
-  } while (Clock::now() < deadline);
-  __m512 sum = acc0;
-#define SAGEATTN_SUM(i) sum = _mm512_add_ps(sum, acc##i);
-  SAGEATTN_REP12(SAGEATTN_SUM)
-#undef SAGEATTN_SUM
-  g_float_sink = g_float_sink + hsum_ps_512(sum);
-  return iters;
-}
-
-// ---------------------------------------------------------------------------
-// AVX2 / AVX-VNNI (ymm; 16 architectural registers, so "+x" pins)
-// ---------------------------------------------------------------------------
-
-// Horizontal sums for the sinks.
-__attribute__((target("avx2"))) inline std::int64_t hsum_epi32_256(__m256i v) {
-  alignas(32) std::int32_t lanes[8];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), v);
-  std::int64_t s = 0;
-  for (std::int32_t x : lanes) s += x;
-  return s;
-}
-__attribute__((target("avx2"))) inline float hsum_ps_256(__m256 v) {
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, v);
-  float s = 0.0f;
-  for (float x : lanes) s += x;
-  return s;
-}
-
+struct Avx512FmaFp32 : ZmmFloat {
+  [[gnu::target("avx512f,fma")]] static void step(Vec& acc) {
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(1e-3f), _mm512_set1_ps(1e-3f), acc);
+  }
+};
 // VPDPBUSD ymm, VEX (AVX-VNNI) encoding: 32 u8 x s8 multiply-adds = 64 ops.
-__attribute__((target("avx2,avxvnni"), noinline)) std::uint64_t body_avx_vnni_vpdpbusd(
-    Clock::time_point deadline) {
-#define SAGEATTN_INIT(i) __m256i acc##i = _mm256_set1_epi32(i);
-  SAGEATTN_REP12(SAGEATTN_INIT)
-#undef SAGEATTN_INIT
-  const __m256i a = _mm256_set1_epi8(3);
-  const __m256i b = _mm256_set1_epi8(-5);
-  std::uint64_t iters = 0;
-  do {
-#pragma GCC unroll 4
-    for (int r = 0; r < kItersPerClockCheck; ++r) {
-#define SAGEATTN_STEP(i) acc##i = _mm256_dpbusd_avx_epi32(acc##i, a, b);
-      SAGEATTN_REP12(SAGEATTN_STEP)
-#undef SAGEATTN_STEP
-      SAGEATTN_REP12(SAGEATTN_PIN_X)
-    }
-    iters += kItersPerClockCheck;
-  } while (Clock::now() < deadline);
-  __m256i sum = acc0;
-#define SAGEATTN_SUM(i) sum = _mm256_add_epi32(sum, acc##i);
-  SAGEATTN_REP12(SAGEATTN_SUM)
-#undef SAGEATTN_SUM
-  g_int_sink = g_int_sink + hsum_epi32_256(sum);
-  return iters;
-}
-
+struct AvxVnniVpdpbusd : YmmInt32 {
+  [[gnu::target("avx2,avxvnni")]] static void step(Vec& acc) {
+    acc = _mm256_dpbusd_avx_epi32(acc, _mm256_set1_epi8(3), _mm256_set1_epi8(-5));
+  }
+};
 // The AVX2 int8 dot idiom: VPMADDUBSW (32 u8 x s8 products, pairwise summed to int16),
 // VPMADDWD against ones (widen pairs to int32), VPADDD into the accumulator. Only the
 // 32 u8 x s8 multiply-adds are counted: 64 ops per triple. The accumulator itself feeds
 // the u8 operand so that no step is loop-invariant.
-__attribute__((target("avx2"), noinline)) std::uint64_t body_avx2_maddubs_i8(
-    Clock::time_point deadline) {
-#define SAGEATTN_INIT(i) __m256i acc##i = _mm256_set1_epi32(0x01020304 + (i));
-  SAGEATTN_REP12(SAGEATTN_INIT)
-#undef SAGEATTN_INIT
-  const __m256i b = _mm256_set1_epi8(-3);
-  const __m256i ones = _mm256_set1_epi16(1);
-  std::uint64_t iters = 0;
-  do {
-#pragma GCC unroll 2
-    for (int r = 0; r < kItersPerClockCheck; ++r) {
-#define SAGEATTN_STEP(i)                                                   \
-  acc##i = _mm256_add_epi32(                                               \
-      acc##i, _mm256_madd_epi16(_mm256_maddubs_epi16(acc##i, b), ones));
-      SAGEATTN_REP12(SAGEATTN_STEP)
-#undef SAGEATTN_STEP
-      SAGEATTN_REP12(SAGEATTN_PIN_X)
-    }
-    iters += kItersPerClockCheck;
-  } while (Clock::now() < deadline);
-  __m256i sum = acc0;
-#define SAGEATTN_SUM(i) sum = _mm256_add_epi32(sum, acc##i);
-  SAGEATTN_REP12(SAGEATTN_SUM)
-#undef SAGEATTN_SUM
-  g_int_sink = g_int_sink + hsum_epi32_256(sum);
-  return iters;
-}
-
+struct Avx2MaddubsI8 : YmmInt32 {
+  [[gnu::target("avx2")]] static void init(Vec& a, int c) { a = _mm256_set1_epi32(0x01020304 + c); }
+  [[gnu::target("avx2")]] static void step(Vec& acc) {
+    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(acc, _mm256_set1_epi8(-3)),
+                                                   _mm256_set1_epi16(1)));
+  }
+};
 // VPMADDWD + VPADDD ymm, the AVX2 int8 P·V idiom (P and V widened to int16): 16 int16 x
 // int16 multiply-adds, pairwise summed into 8 int32 lanes = 32 ops per pair. As in the
 // maddubs probe, the accumulator feeds an operand so that no step is loop-invariant.
-__attribute__((target("avx2"), noinline)) std::uint64_t body_avx2_vpmaddwd(Clock::time_point deadline) {
-#define SAGEATTN_INIT(i) __m256i acc##i = _mm256_set1_epi32(0x00010002 + (i));
-  SAGEATTN_REP12(SAGEATTN_INIT)
-#undef SAGEATTN_INIT
-  const __m256i b = _mm256_set1_epi16(-3);
-  std::uint64_t iters = 0;
-  do {
-#pragma GCC unroll 2
-    for (int r = 0; r < kItersPerClockCheck; ++r) {
-#define SAGEATTN_STEP(i) acc##i = _mm256_add_epi32(acc##i, _mm256_madd_epi16(acc##i, b));
-      SAGEATTN_REP12(SAGEATTN_STEP)
-#undef SAGEATTN_STEP
-      SAGEATTN_REP12(SAGEATTN_PIN_X)
-    }
-    iters += kItersPerClockCheck;
-  } while (Clock::now() < deadline);
-  __m256i sum = acc0;
-#define SAGEATTN_SUM(i) sum = _mm256_add_epi32(sum, acc##i);
-  SAGEATTN_REP12(SAGEATTN_SUM)
-#undef SAGEATTN_SUM
-  g_int_sink = g_int_sink + hsum_epi32_256(sum);
-  return iters;
-}
-
+struct Avx2Vpmaddwd : YmmInt32 {
+  [[gnu::target("avx2")]] static void init(Vec& a, int c) { a = _mm256_set1_epi32(0x00010002 + c); }
+  [[gnu::target("avx2")]] static void step(Vec& acc) {
+    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(acc, _mm256_set1_epi16(-3)));
+  }
+};
 // VFMADD231PS ymm: 8 fp32 FMAs = 16 ops.
-__attribute__((target("avx2,fma"), noinline)) std::uint64_t body_avx2_fma_fp32(
-    Clock::time_point deadline) {
-#define SAGEATTN_INIT(i) __m256 acc##i = _mm256_set1_ps(1.0f + 0.125f * (i));
-  SAGEATTN_REP12(SAGEATTN_INIT)
-#undef SAGEATTN_INIT
-  const __m256 a = _mm256_set1_ps(1e-3f);
-  const __m256 b = _mm256_set1_ps(1e-3f);
-  std::uint64_t iters = 0;
-  do {
-#pragma GCC unroll 4
-    for (int r = 0; r < kItersPerClockCheck; ++r) {
-#define SAGEATTN_STEP(i) acc##i = _mm256_fmadd_ps(a, b, acc##i);
-      SAGEATTN_REP12(SAGEATTN_STEP)
-#undef SAGEATTN_STEP
-      SAGEATTN_REP12(SAGEATTN_PIN_X)
-    }
-    iters += kItersPerClockCheck;
-  } while (Clock::now() < deadline);
-  __m256 sum = acc0;
-#define SAGEATTN_SUM(i) sum = _mm256_add_ps(sum, acc##i);
-  SAGEATTN_REP12(SAGEATTN_SUM)
-#undef SAGEATTN_SUM
-  g_float_sink = g_float_sink + hsum_ps_256(sum);
-  return iters;
+struct Avx2FmaFp32 : YmmFloat {
+  [[gnu::target("avx2,fma")]] static void step(Vec& acc) {
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(1e-3f), _mm256_set1_ps(1e-3f), acc);
+  }
+};
+
+// One body per probe: the probe's target, with the loop and its step inlined (flatten).
+[[gnu::target("avx512f,avx512bw,avx512vnni"), gnu::noinline, gnu::flatten]] std::uint64_t body_avx512_vpdpbusd(Clock::time_point d) {
+  return chain_loop<Avx512Vpdpbusd>(d);
+}
+[[gnu::target("avx512f,avx512bw,avx512bf16"), gnu::noinline, gnu::flatten]] std::uint64_t body_avx512_vdpbf16ps(Clock::time_point d) {
+  return chain_loop<Avx512Vdpbf16ps>(d);
+}
+[[gnu::target("avx512f,fma"), gnu::noinline, gnu::flatten]] std::uint64_t body_avx512_fma_fp32(Clock::time_point d) {
+  return chain_loop<Avx512FmaFp32>(d);
+}
+[[gnu::target("avx2,avxvnni"), gnu::noinline, gnu::flatten]] std::uint64_t body_avx_vnni_vpdpbusd(Clock::time_point d) {
+  return chain_loop<AvxVnniVpdpbusd>(d);
+}
+[[gnu::target("avx2"), gnu::noinline, gnu::flatten]] std::uint64_t body_avx2_maddubs_i8(Clock::time_point d) {
+  return chain_loop<Avx2MaddubsI8>(d);
+}
+[[gnu::target("avx2"), gnu::noinline, gnu::flatten]] std::uint64_t body_avx2_vpmaddwd(Clock::time_point d) {
+  return chain_loop<Avx2Vpmaddwd>(d);
+}
+[[gnu::target("avx2,fma"), gnu::noinline, gnu::flatten]] std::uint64_t body_avx2_fma_fp32(Clock::time_point d) {
+  return chain_loop<Avx2FmaFp32>(d);
 }
 
-#undef SAGEATTN_PIN
-#undef SAGEATTN_PIN_X
-
+// The probes: kind, operations per iteration of kChains steps, CPU check, body.
 const ProbeSpec kProbes[] = {
     {"avx512_vpdpbusd", 128.0 * kChains, cpu_has_avx512_vnni, body_avx512_vpdpbusd},
     {"avx512_vdpbf16ps", 64.0 * kChains, cpu_has_avx512_bf16, body_avx512_vdpbf16ps},
@@ -373,8 +286,6 @@ const ProbeSpec kProbes[] = {
 };
 
 #endif  // SAGEATTN_PROBE_X86
-
-#undef SAGEATTN_REP12
 
 const ProbeSpec* find_probe(const std::string& kind) {
   for (const ProbeSpec& spec : kProbes) {
