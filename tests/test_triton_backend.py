@@ -410,3 +410,19 @@ def test_cuda_graph_capture() -> None:
     graph.replay()
     torch.cuda.synchronize()
     assert torch.equal(out, want)
+
+
+@pytest.mark.parametrize("scale", [1e36, -1e36, 3e38])
+@pytest.mark.parametrize("entry", ["sageattn", "sageattn_qk_int8_pv_fp16_cuda"])
+def test_huge_sm_scale_is_finite_and_matches_cpu(scale: float, entry: str) -> None:
+    """docs/CONTRACT.md §3.4: the score scale is split as on the CPU (a power of two on K's
+    side), and scores, and the LSE, beyond float's range saturate. Below the limit the
+    result is the CPU backend's (at ±1e36 the one-hot softmax; these gave NaN before);
+    at 3e38, where which scores saturate depends on the order of the products, finite."""
+    q, k, v = _qkv(Nq=40, Nk=150)
+    fn = getattr(sageattention, entry)
+    got, want = _both(lambda q, k, v: fn(q, k, v, sm_scale=scale, return_lse=True), q, k, v)
+    assert all(torch.isfinite(x).all() for x in got), "output or LSE not finite"
+    if abs(scale) < 1e38:
+        assert ref.max_abs(got[0], want[0]) < 0.02
+        torch.testing.assert_close(got[1], want[1], rtol=0.0, atol=1e-5 * want[1].abs().max().item())

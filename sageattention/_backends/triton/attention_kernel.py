@@ -38,6 +38,13 @@ def _group_of(n, block, groups, stride):
 
 
 @triton.jit
+def _saturated(x, a, b):
+    """x = a ∘ b as ±FLT_MAX where it overflowed from finite a and b (docs/CONTRACT.md §3.4)."""
+    overflow = (tl.abs(x) == float("inf")) & (tl.abs(a) < float("inf")) & (tl.abs(b) < float("inf"))
+    return tl.where(overflow, tl.where(x < 0, -F32_MAX, F32_MAX), x)
+
+
+@triton.jit
 def attention_kernel(
         Q, K, V, QS, KS, VS, KMEAN, MASK, O, OS, LSE,
         sqb, sqn, sqh, sqd, skb, skn, skh, skd, svb, svn, svh, svd,
@@ -46,7 +53,7 @@ def attention_kernel(
         sob, son, soh, sod, sosb, sosn, sosh, slb, slh, sln,
         Hq, Nq, Nk, D, DV, heads_per_kv,
         q_block, q_groups, q_stride, k_block, k_groups, k_stride, v_block,
-        sm_scale,
+        sm_scale, q_side, k_side,
         QK_FP8: tl.constexpr, QK_DOT_FP8: tl.constexpr, HALF_DOT: tl.constexpr, V_KIND: tl.constexpr, PV_MODE: tl.constexpr, V_PER_CHANNEL: tl.constexpr,
         CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, HAS_KMEAN: tl.constexpr, RETURN_LSE: tl.constexpr,
         FP8_OUT: tl.constexpr, OUT_KIND: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D_PAD: tl.constexpr,
@@ -68,7 +75,9 @@ def attention_kernel(
     q = _load_codes(q_ptrs, row_ok[:, None] & (d < D)[None, :], QK_FP8, QK_DOT_FP8)
     q_scale = tl.load(QS + b * sqsb + hq * sqsh + _group_of(i, q_block, q_groups, q_stride) * sqsg,
                       mask=row_ok, other=0.0)
-    row_scale = q_scale * (sm_scale * LOG2E)  # scores in log2 units
+    # scores in log2 units: sm_scale·log2(e) = q_side · k_side, k_side a power of two
+    # (ops._split_score_scale), so no product overflows before k_scale brings it back
+    row_scale = _saturated(q_scale * q_side, q_scale, q_scale)  # q_side is finite
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -87,7 +96,9 @@ def attention_kernel(
                          QK_FP8, QK_DOT_FP8)
         k_scale = tl.load(KS + b * sksb + hkv * sksh + _group_of(j, k_block, k_groups, k_stride) * sksg,
                           mask=col_ok, other=0.0)
+        k_scale = _saturated(k_scale * k_side, k_scale, k_scale)  # k_side is finite
         s = tl.dot(q, kt).to(tl.float32) * row_scale[:, None] * k_scale[None, :]
+        s = _saturated(s, row_scale[:, None], k_scale[None, :])  # finite scales: finite codes
         keep = col_ok[None, :]
         if CAUSAL:
             keep = keep & (j[None, :] <= i[:, None])
@@ -101,9 +112,7 @@ def attention_kernel(
                          mask=row_ok[:, None] & col_ok[None, :], other=0.0)
             add = mv * LOG2E
             add = tl.where(tl.abs(mv) < float("inf"), tl.minimum(tl.maximum(add, -F32_MAX), F32_MAX), add)
-            total = s + add
-            overflow = (tl.abs(total) == float("inf")) & (tl.abs(s) < float("inf")) & (tl.abs(add) < float("inf"))
-            s = tl.where(overflow, tl.where(total < 0, -F32_MAX, F32_MAX), total)
+            s = _saturated(s + add, s, add)
         s = tl.where(keep, s, float("-inf"))
 
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
@@ -165,6 +174,9 @@ def attention_kernel(
             else:
                 qf = q.to(tl.float32)
             mean = tl.load(KMEAN + b * skmb + hkv * skmh + d * skmd, mask=d < D, other=0.0)
-            lse += sm_scale * q_scale * tl.sum(qf * mean[None, :], axis=1)
+            scaled_q = _saturated(sm_scale * q_scale, q_scale, q_scale)  # sm_scale is finite
+            dot_mean = tl.sum(qf * mean[None, :], axis=1)
+            shift = _saturated(scaled_q * dot_mean, scaled_q, dot_mean)
+            lse = _saturated(lse + shift, lse, shift)
         lse = tl.where(empty, float("-inf"), lse)
         tl.store(LSE + b64 * slb + hq64 * slh + i64 * sln, lse, mask=row_ok)

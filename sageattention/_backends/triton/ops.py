@@ -10,8 +10,10 @@ bits, never through Triton's fp8 cast (numerics.py).
 """
 from __future__ import annotations
 
+import math
 from typing import List, Optional, Tuple
 
+import numpy as np
 import torch
 import triton
 
@@ -19,6 +21,7 @@ from ..._op_registry import define_op
 from ..._pv import PvMode, VScaleMode
 from . import capability
 from .attention_kernel import attention_kernel
+from .numerics import LOG2E
 from .quantize_kernels import (channel_mean_kernel, encode_tensor_kernel, quantize_blocks_kernel,
                                quantize_channels_kernel, tensor_amax_partials_kernel, tensor_scale_kernel)
 
@@ -162,6 +165,17 @@ def _scale_strides(s: torch.Tensor) -> Tuple[int, int, int]:
     return tuple(0 if s.shape[i] == 1 else s.stride(i) for i in range(3))  # type: ignore[return-value]
 
 
+def _split_score_scale(sm_scale: float) -> Tuple[float, float]:
+    """The score scale sm_scale·log2(e) as (Q's side, K's side), K's a power of two, split
+    as the C++ core splits it (csrc/core/attention.cc, split_score_scale): an ordinary
+    sm_scale (below 2^32) is not split, and Q's side is the same float32 product the
+    kernel formed before, so those scores are bitwise unchanged."""
+    s = float(np.float32(sm_scale))
+    _, exponent = math.frexp(s)
+    k_shift = exponent // 2 if exponent > 32 else 0
+    return float(np.float32(math.ldexp(s, -k_shift)) * np.float32(LOG2E)), math.ldexp(1.0, k_shift)
+
+
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_scale: torch.Tensor,
                k_scale: torch.Tensor, v_scale: Optional[torch.Tensor], groupings: List[int], pv_mode: int,
                v_scale_mode: int, k_mean: Optional[torch.Tensor], mask: Optional[torch.Tensor], sm_scale: float, causal: bool,
@@ -214,7 +228,7 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_scale: torch
         *q.stride(), *k.stride(), *v.stride(),
         *_scale_strides(q_scale), *_scale_strides(k_scale), *vss, *kms, *mstr,
         *ob.stride(), *os_strides, *lse_strides,
-        hq, nq, nk, d, dv, hq // hkv, qb, qg, qs, kb, kg, ks, vb, float(sm_scale),
+        hq, nq, nk, d, dv, hq // hkv, qb, qg, qs, kb, kg, ks, vb, float(sm_scale), *_split_score_scale(sm_scale),
         QK_FP8=q.dtype == _FP8, QK_DOT_FP8=fp8_dot, HALF_DOT=capability.half_dot(q.device),
         V_KIND=_HALF_KIND.get(v.dtype, 0), PV_MODE=pv_kernel, V_PER_CHANNEL=v_per_channel,
         CAUSAL=bool(causal), MASK_KIND=mask_kind, HAS_KMEAN=k_mean is not None, RETURN_LSE=bool(return_lse),
