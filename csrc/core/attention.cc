@@ -207,14 +207,19 @@ ScoreScale split_score_scale(float sm_scale) {
   return {std::ldexp(sm_scale, -k_shift) * kLog2e, k_shift};
 }
 
-// Whether a score of this tile can leave float's range: |dot| <= 448² · D for both
-// code types (fp8's bound covers int8's 127²).
-bool scores_may_overflow(float row_scale_max, const float* col_scale, int nk, int D) {
+// The largest finite |scale| of a key tile's nk column scales.
+float finite_abs_max(const float* col_scale, int nk) {
   float col_max = 0.0f;
   for (int j = 0; j < nk; ++j) {
     if (std::isfinite(col_scale[j])) col_max = std::fmax(col_max, std::fabs(col_scale[j]));
   }
-  return static_cast<double>(row_scale_max) * col_max * D * (448.0 * 448.0) >= static_cast<double>(kFloatMax);
+  return col_max;
+}
+
+// Whether a score of this tile can leave float's range: |dot| <= 448² · D for both
+// code types (fp8's bound covers int8's 127²).
+bool scores_may_overflow(float row_scale_max, float col_scale_max, int D) {
+  return static_cast<double>(row_scale_max) * col_scale_max * D * (448.0 * 448.0) >= static_cast<double>(kFloatMax);
 }
 
 // Scores that overflowed from finite scales saturate at ±FLT_MAX, as a finite mask value
@@ -317,6 +322,7 @@ struct SharedKeyTiles {
   int64_t tiles = 0, k_stride = 0, v_stride = 0;
   std::unique_ptr<uint8_t[]> k, v;
   std::vector<float> k_scale, v_tile_scale;
+  std::vector<float> k_scale_max;  // per tile, finite_abs_max of its K scales (found once, read per query tile)
 
   static int64_t round64(int64_t n) { return (n + 63) / 64 * 64; }
   SharedKeyTiles(const Dims& d, const TileOps& ops, const PvOps& pv, QuantDType qk)
@@ -329,6 +335,7 @@ struct SharedKeyTiles {
     v.reset(new uint8_t[tiles * v_stride + 64]);
     k_scale.resize(tiles * kTileN);
     v_tile_scale.resize(tiles);
+    k_scale_max.resize(tiles);
   }
   void* k_tile(int64_t t) const { return align(k.get()) + t * k_stride; }
   void* v_tile(int64_t t) const { return align(v.get()) + t * v_stride; }
@@ -368,6 +375,7 @@ void attend_tile(const AttentionArgs& a, const Dims& d, const TileOps& ops, cons
     const int nk = static_cast<int>(std::min<int64_t>(kTileN, kend - j0));
     const void* kt;
     const float* k_scale;
+    float k_scale_max;
     const void* vt;
     float v_tile_scale;
     // A causal diagonal tile that ends before the shared tile does is packed for its
@@ -375,6 +383,7 @@ void attend_tile(const AttentionArgs& a, const Dims& d, const TileOps& ops, cons
     if (shared && nk == std::min<int64_t>(kTileN, d.Nk - j0)) {
       kt = shared->k_tile(t);
       k_scale = shared->k_scale.data() + t * kTileN;
+      k_scale_max = shared->k_scale_max[t];
       vt = shared->v_tile(t);
       v_tile_scale = shared->v_tile_scale[t];
     } else {
@@ -382,10 +391,11 @@ void attend_tile(const AttentionArgs& a, const Dims& d, const TileOps& ops, cons
                                  sc.v_row_scale.data());
       kt = sc.kbuf.data();
       k_scale = sc.col_scale.data();
+      k_scale_max = finite_abs_max(k_scale, nk);
       vt = sc.vbuf.data();
     }
     ops.qk(sc.qbuf.data(), kt, mq, nk, D, a.qk_dtype, sc.row_scale.data(), k_scale, sc.s.data(), kTileN);
-    if (scores_may_overflow(row_scale_max, k_scale, nk, D)) {
+    if (scores_may_overflow(row_scale_max, k_scale_max, D)) {
       saturate_scores(sc.s.data(), kTileN, mq, nk, sc.row_scale.data(), k_scale);
     }
     if (a.causal && j0 + nk - 1 > i0) {  // diagonal tile: hide keys after each query
@@ -492,6 +502,7 @@ void attention_forward(const AttentionArgs& a) {
         const int nk = static_cast<int>(std::min<int64_t>(kTileN, d.Nk - t * kTileN));
         shared.v_tile_scale[t] = packer.pack(t, nk, shared.k_tile(t), shared.k_scale.data() + t * kTileN,
                                              shared.v_tile(t), v_channel_scale.data(), scratch[worker].v_row_scale.data());
+        shared.k_scale_max[t] = finite_abs_max(shared.k_scale.data() + t * kTileN, nk);
       });
       parallel_for(q_tiles * rep, threads, [&](int64_t task, int worker) {
         attend_tile(a, d, ops, pv, scratch[worker], b, hkv * rep + task % rep, tile_of(task, rep) * kTileM, &shared);
