@@ -11,6 +11,9 @@ import torch
 # Make `import reference` work regardless of pytest's import mode.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import cpu_isas  # noqa: E402  (tests/cpu_isas.py, found through the path above)
+import sageattention._lib as _lib  # noqa: E402
+
 try:  # hypothesis is optional at collection time
     from hypothesis import HealthCheck, settings
 
@@ -29,6 +32,13 @@ except ImportError:  # pragma: no cover
 @pytest.fixture(autouse=True)
 def _deterministic_torch() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(params=cpu_isas.isa_params())
+def isa(request) -> str:
+    """Each SIMD path of the CPU core in turn (scalar first); "auto" again afterwards."""
+    request.addfinalizer(lambda: _lib.set_cpu_isa("auto"))
+    return request.param
 
 
 FAKE_MATE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_mate")

@@ -30,20 +30,6 @@ CASES = {
 }
 
 
-def _isa_params():
-    out = []
-    for isa in _lib.cpu_isa_names():
-        marks = [] if _lib.cpu_isa_available(isa) else [pytest.mark.skip(reason=f"this CPU lacks the {isa} path")]
-        out.append(pytest.param(isa, marks=marks, id=isa))
-    return out
-
-
-@pytest.fixture(params=_isa_params())
-def isa(request) -> str:
-    request.addfinalizer(lambda: _lib.set_cpu_isa("auto"))
-    return request.param
-
-
 def _inputs() -> tuple[torch.Tensor, ...]:
     return tuple(ref.randn((B, H, n, D), seed=s) for s, n in ((1, NQ), (2, NK), (3, NK)))
 

@@ -27,32 +27,6 @@ import sageattention.ops as ops
 import sageattention._lib as _lib
 import sageattention
 
-ISAS = tuple(reversed(_lib.cpu_isa_names()))  # scalar first
-_SKIP_REASON = {
-    "avx2": "CPU lacks AVX2 (FMA+F16C), or this build has no x86 kernels",
-    "avx512": "CPU lacks AVX-512 (F/BW/VL/DQ + VNNI), or this build has no x86 kernels",
-    "avx512_bf16": "CPU lacks AVX-512 BF16 (VDPBF16PS), or this build has no x86 kernels",
-}
-
-
-def _isa_params():
-    params = []
-    for isa in ISAS:
-        try:
-            ok = _lib.cpu_isa_available(isa)
-        except Exception:
-            ok = False
-        marks = [] if ok else [pytest.mark.skip(reason=_SKIP_REASON.get(isa, "unavailable"))]
-        params.append(pytest.param(isa, marks=marks, id=isa))
-    return params
-
-
-@pytest.fixture(params=_isa_params())
-def isa(request) -> str:
-    request.addfinalizer(lambda: _lib.set_cpu_isa("auto"))
-    return request.param
-
-
 def _use(name: str) -> None:
     _lib.set_cpu_isa(name)
 

@@ -31,24 +31,6 @@ MASK_DTYPES = [torch.float16, torch.bfloat16, torch.float32]
 ENTRIES = ["sageattn", "sageattn_qk_int8_pv_fp16_cuda"]  # SIMD softmax (fp8 P) and 16-bit P
 
 
-def _isa_params():
-    out = []
-    for isa in ("scalar", "avx2", "avx512"):
-        try:
-            ok = _lib.cpu_isa_available(isa)
-        except Exception:
-            ok = False
-        marks = [] if ok else [pytest.mark.skip(reason=f"CPU or build lacks the {isa} path")]
-        out.append(pytest.param(isa, marks=marks, id=isa))
-    return out
-
-
-@pytest.fixture(params=_isa_params())
-def isa(request) -> str:
-    request.addfinalizer(lambda: _lib.set_cpu_isa("auto"))
-    return request.param
-
-
 def _inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return tuple(ref.randn((B, H, n, D), seed=seed + i) for i, n in ((1, NQ), (2, NK), (3, NK)))  # type: ignore
 

@@ -19,49 +19,12 @@ import torch
 
 import sageattention.ops as ops
 import sageattention._lib as _lib
+import cpu_isas
 
 RECIPES = [(-1, -1, -1, -1), (128, 128, -1, 1), (128, 16, -1, 1), (128, 128, -1, 128)]
 DTYPES = [torch.bfloat16, torch.float16]
 
-# CPU features each path needs, as /proc/cpuinfo spells them.
-_ISA_FLAGS = {
-    "avx2": ["avx2", "fma", "f16c"],
-    "avx512": ["avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni"],
-    "avx512_bf16": ["avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx512_bf16"],
-}
-
-
-def _cpu_flags() -> set:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def _skip_reason(isa: str) -> str:
-    missing = [f for f in _ISA_FLAGS.get(isa, []) if f not in _cpu_flags()]
-    if missing:
-        return f"{isa} quantizer path not runnable: CPU lacks {', '.join(missing)}"
-    return f"{isa} quantizer path not available (CPU features unknown, or not an x86 build)"
-
-
-def _isa_params() -> List:
-    params = []
-    for isa in (n for n in _lib.cpu_isa_names() if n != "scalar"):
-        try:
-            available = _lib.cpu_isa_available(isa)
-        except Exception:  # library missing: importorskip above already covers ops
-            available = False
-        marks = [] if available else [pytest.mark.skip(reason=_skip_reason(isa))]
-        params.append(pytest.param(isa, marks=marks, id=isa))
-    return params
-
-
-ISAS = _isa_params()
+ISAS = cpu_isas.isa_params(include_scalar=False)  # each SIMD path against the scalar one
 
 
 @pytest.fixture(autouse=True)
