@@ -109,6 +109,23 @@ const int kDims[] = {1, 3, 8, 16, 40, 64, 72, 96, 128, 200, 256};
 // ---------------------------------------------------------------------------------
 // One random tile through every op.
 // ---------------------------------------------------------------------------------
+// A running softmax state before a tile, for row `row` of nk scores: half the rows have
+// seen no key yet (m = -inf, l = 0), the others a max near the row's (or 0) and some l.
+// Returns the row's max (-inf when every score is hidden).
+float random_running_state(const float* row, int nk, std::mt19937& rng, float& m0, float& l0) {
+  std::uniform_real_distribution<float> unif(0.0f, 1.0f);
+  float mx = -kInf;
+  for (int j = 0; j < nk; ++j) mx = row[j] > mx ? row[j] : mx;
+  if (rng() % 2 == 0) {
+    m0 = -kInf;
+    l0 = 0.0f;
+  } else {
+    m0 = (mx == -kInf ? 0.0f : mx) + 6.0f * (unif(rng) - 0.5f);
+    l0 = 0.5f + 50.0f * unif(rng);
+  }
+  return mx;
+}
+
 void run_tile(const Named& isa, std::mt19937& rng, int mq, int nk, int d, int dv, QuantDType t, bool full_int8_range,
               int case_id) {
   const TileOps& ref = scalar_tile_ops();
@@ -197,16 +214,8 @@ void run_tile(const Named& isa, std::mt19937& rng, int mq, int nk, int d, int dv
     } else if (kind == 3) {
       for (int j = 0; j < nk; ++j) row[j] = row[j] * 40.0f - 150.0f * unif(rng);  // deep underflow
     }
-    float mx = -kInf;
-    for (int j = 0; j < nk; ++j) mx = row[j] > mx ? row[j] : mx;
-    if (rng() % 2 == 0) {
-      m0[i] = -kInf;
-      l0[i] = 0.0f;
-    } else {
-      m0[i] = (mx == -kInf ? 0.0f : mx) + 6.0f * (unif(rng) - 0.5f);
-      if (rng() % 8 == 0) m0[i] -= 140.0f;  // alpha underflows
-      l0[i] = 0.5f + 50.0f * unif(rng);
-    }
+    random_running_state(row, nk, rng, m0[i], l0[i]);
+    if (m0[i] != -kInf && rng() % 8 == 0) m0[i] -= 140.0f;  // alpha underflows
   }
   // The fp8 P·V mode's kernels. bf16-layout modes (VDPBF16PS: P as bf16, V as bf16 pairs
   // of raw codes, V's scale after the dot) are decoded to the scalar layouts to compare.
@@ -475,16 +484,8 @@ void test_int8_softmax(const Named& isa, std::mt19937& rng, int mq, int nk, int 
     } else if (kind == 2) {
       row[rng() % nk] = std::numeric_limits<float>::quiet_NaN();
     }
-    float mx = -kInf;
-    for (int j = 0; j < nk; ++j) mx = row[j] > mx ? row[j] : mx;
-    if (rng() % 2 == 0) {
-      m0[i] = -kInf;
-      l0[i] = 0.0f;
-    } else {
-      m0[i] = (mx == -kInf ? 0.0f : mx) + 6.0f * (unif(rng) - 0.5f);
-      if (kind == 3) m0[i] = (mx == -kInf ? 0.0f : mx) + 300.0f;  // every p of the tile underflows
-      l0[i] = 0.5f + 50.0f * unif(rng);
-    }
+    const float mx = random_running_state(row, nk, rng, m0[i], l0[i]);
+    if (kind == 3 && m0[i] != -kInf) m0[i] = (mx == -kInf ? 0.0f : mx) + 300.0f;  // every p of the tile underflows
   }
   const int padded = (nk + 3) / 4 * 4, ldp = padded + 4 * static_cast<int>(rng() % 3);
   std::vector<uint8_t> p(static_cast<size_t>(mq) * ldp, 0xA5), pr = p;
