@@ -96,6 +96,17 @@ def to_nhd(x: torch.Tensor, tensor_layout: str) -> torch.Tensor:
     return x.transpose(1, 2) if tensor_layout == "HND" else x
 
 
+def check_flag(value: Any, name: str) -> bool:
+    """One of our on/off options: a bool (numpy's too) or the ints 0 / 1. Anything else
+    (a string such as "no" is truthy) is a ValueError naming the option, never a guess."""
+    numpy_bool = type(value).__module__ == "numpy" and type(value).__name__ in ("bool_", "bool")
+    if isinstance(value, bool) or numpy_bool:
+        return bool(value)
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ValueError(f"{name}: expected True or False, got {value!r}")
+
+
 def check_qk_quant_dtype(qk_quant_dtype: Any) -> str:
     if qk_quant_dtype not in QK_QUANT_DTYPES:
         raise ValueError(f"qk_quant_dtype: expected 'int8' or 'fp8', got {qk_quant_dtype!r}")

@@ -18,7 +18,7 @@ from ._keywords import resolve_aliases
 from ._masks import prepare_mask
 from ._pv import PvMode, check_backend_runs, check_v_quant_dtype, resolve_pv_mode
 from ._recipes import TRITON_BLOCKS, ResolvedRecipe, resolve, resolve_named
-from ._validate import check_qk_quant_dtype, check_qkv, known_true, resolve_sm_scale, to_nhd
+from ._validate import check_flag, check_qk_quant_dtype, check_qkv, known_true, resolve_sm_scale, to_nhd
 from .varlen import sageattn_varlen
 
 __all__ = [
@@ -181,7 +181,7 @@ def sageattn(q, k, v, tensor_layout="HND", is_causal=False, sm_scale=None, retur
     are accepted and ignored, as upstream does.
     """
     plan = _Plan(resolve(quant_recipe, qk_quant_gran), check_qk_quant_dtype(qk_quant_dtype),
-                 smooth_k=bool(smooth_k), fp8_output=bool(fp8_output),
+                 smooth_k=bool(smooth_k), fp8_output=check_flag(fp8_output, "fp8_output"),
                  pv_quant_dtype=_pv_keyword(pv_quant_dtype))
     return _run(q, k, v, tensor_layout, is_causal, sm_scale, return_lse, plan, attn_mask, kwargs)
 
@@ -196,7 +196,7 @@ def _sm90(q, k, v, tensor_layout="HND", is_causal=False, qk_quant_gran="per_thre
           fp8_output=False, quant_recipe=None, attn_mask=None, pv_quant_dtype=None, **kwargs) -> Result:
     _check_choice(pv_accum_dtype, ("fp32+fp32", "fp32"), "pv_accum_dtype")
     plan = _Plan(resolve_named(qk_quant_gran, quant_recipe), check_qk_quant_dtype(qk_quant_dtype),
-                 smooth_k=bool(smooth_k), fp8_output=bool(fp8_output),
+                 smooth_k=bool(smooth_k), fp8_output=check_flag(fp8_output, "fp8_output"),
                  pv_quant_dtype=_pv_keyword(pv_quant_dtype))
     return _run(q, k, v, tensor_layout, is_causal, sm_scale, return_lse, plan, attn_mask, kwargs)
 

@@ -14,7 +14,7 @@ from ._recipes import DEFAULT_RECIPE, normalize_recipe
 from ._types import QuantizedQK, QuantizedV, VQuantDType
 from ._masks import prepare_mask
 from ._pv import check_v_quant_dtype
-from ._validate import (check_out_buffer, check_qk_quant_dtype, check_same_device, check_tensor,
+from ._validate import (check_flag, check_out_buffer, check_qk_quant_dtype, check_same_device, check_tensor,
                         resolve_sm_scale)
 
 __all__ = ["QuantizedQK", "QuantizedV", "attention_quantized", "quantize_qk", "quantize_v"]
@@ -106,6 +106,7 @@ def attention_quantized(q, k, v, q_scale, k_scale, v_scale, softmax_scale, causa
         raise TypeError(f"q, k: expected int8 or float8_e4m3fn codes of one dtype, got {q.dtype} and {k.dtype}")
     if v.dtype not in (torch.float8_e4m3fn, torch.int8) and not half_v:
         raise TypeError(f"v: expected float8_e4m3fn or int8 codes, or float16/bfloat16 for 16-bit P·V; got {v.dtype}")
+    fp8_output = check_flag(fp8_output, "fp8_output")
     if half_v and fp8_output:
         raise ValueError("fp8_output: not available with 16-bit P·V (unquantized v)")
     if out_dtype not in (torch.float16, torch.bfloat16, torch.float32):
