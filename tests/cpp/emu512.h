@@ -61,14 +61,18 @@ struct Emu512 {
            (static_cast<M>(_mm256_movemask_ps(A::lt(a.hi, b.hi))) << 8);
   }
   static F select(M m, F t, F f) { return {A::select(lanes(m, 0), t.lo, f.lo), A::select(lanes(m, 1), t.hi, f.hi)}; }
-  static float hsum(F v) { return A::hsum(A::add(v.lo, v.hi)); }   // avx512.h: lo256 + hi256 first
-  static float hmax(F v) { return A::hmax(A::max(v.lo, v.hi)); }
-  static F rows_sum(const F (&v)[W]) { return per_row(v, hsum); }
-  static F rows_max(const F (&v)[W]) { return per_row(v, hmax); }
-  static F per_row(const F (&v)[W], float (*fold)(F)) {
-    float out[W];
-    for (int r = 0; r < W; ++r) out[r] = fold(v[r]);
-    return load(out);
+  // Lane r = the fold of v[r]'s 16 lanes: its two halves first, then avx2.h's 8 x 8
+  // transpose-and-fold for rows 0-7 and 8-15.
+  static F rows_sum(const F (&v)[W]) { return fold_rows(v, [](__m256 a, __m256 b) { return _mm256_add_ps(a, b); }); }
+  static F rows_max(const F (&v)[W]) { return fold_rows(v, [](__m256 a, __m256 b) { return _mm256_max_ps(a, b); }); }
+  template <class Op>
+  static F fold_rows(const F (&v)[W], Op op) {
+    __m256 lo[8], hi[8];
+    for (int r = 0; r < 8; ++r) {
+      lo[r] = op(v[r].lo, v[r].hi);
+      hi[r] = op(v[8 + r].lo, v[8 + r].hi);
+    }
+    return {A::reduce_rows(lo, op), A::reduce_rows(hi, op)};
   }
   static float first(F v) { return A::first(v.lo); }
 

@@ -65,18 +65,7 @@ struct Avx2 {
   static F round_nearest(F a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   static M lt(F a, F b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
   static F select(M m, F if_true, F if_false) { return _mm256_blendv_ps(if_false, if_true, m); }
-  static float hsum(F v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-  }
-  static float hmax(F v) {  // v holds no NaN in the lanes that matter (see softmax)
-    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_max_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-  }  // Lane r of the result = the sum (max) over the 8 lanes of v[r]: an 8 x 8 transpose
+  // Lane r of the result = the sum (max) over the 8 lanes of v[r]: an 8 x 8 transpose
   // folded into the reduction (21 instructions where 8 horizontal reductions take 48).
   static F rows_sum(const F (&v)[W]) { return reduce_rows(v, [](F a, F b) { return _mm256_add_ps(a, b); }); }
   static F rows_max(const F (&v)[W]) { return reduce_rows(v, [](F a, F b) { return _mm256_max_ps(a, b); }); }

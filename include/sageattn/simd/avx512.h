@@ -63,22 +63,6 @@ struct Avx512 {
   static F round_nearest(F a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   static M lt(F a, F b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
   static F select(M m, F if_true, F if_false) { return _mm512_mask_blend_ps(m, if_false, if_true); }
-  static __m256 lo256(F v) { return _mm512_castps512_ps256(v); }
-  static __m256 hi256(F v) { return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)); }
-  static float hsum(F v) {
-    const __m256 h = _mm256_add_ps(lo256(v), hi256(v));
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-  }
-  static float hmax(F v) {
-    const __m256 h = _mm256_max_ps(lo256(v), hi256(v));
-    __m128 s = _mm_max_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_max_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-  }
   static float first(F v) { return _mm512_cvtss_f32(v); }
   // Lane r of the result = the sum (max) over the 16 lanes of v[r]: a 16 x 16 transpose
   // folded into the reduction, 45 instructions where 16 horizontal reductions take 128.

@@ -250,7 +250,6 @@ void qk_tile(const typename Op::Elem* q, const typename Op::Elem* k, const int32
 // What pass 1 leaves for pass 2, per row of the block.
 template <class T>
 struct SoftmaxBlock {
-  int rows;                // rows of the block (<= W)
   float tile_max[T::W];    // the row's max over this tile, NaN dropped (-inf: no key visible)
   typename T::F m_new;     // the new running max, per row (lanes past `rows`: -inf)
 };
@@ -272,7 +271,6 @@ SoftmaxBlock<T> softmax_block_max(const float* s, int lds, int rows, int nk, flo
     vmax[r] = acc;
   }
   SoftmaxBlock<T> blk;
-  blk.rows = rows;
   const F t = T::rows_max(vmax);
   const F m_old = rows == W ? T::load(m) : T::load_n(m, rows, kNegInfF);
   blk.m_new = T::max(t, m_old);  // max returns its second operand for NaN: a poisoned row stays NaN
