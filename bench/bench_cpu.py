@@ -563,7 +563,8 @@ def write_json(path: Path, r: Report) -> None:
     path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
 
 
-def write_plot(path: Path, rows: Sequence[RowResult], settings: Settings) -> bool:
+def write_plot(path: Path, rows: Sequence[RowResult], threads: int, cpu: str) -> bool:
+    """The TOPS figure; its title names the CPU the rows were measured on."""
     try:
         import matplotlib
 
@@ -594,7 +595,7 @@ def write_plot(path: Path, rows: Sequence[RowResult], settings: Settings) -> boo
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"CPU attention, B={BATCH} H={HEADS}, {settings.threads} thread(s)")
+    fig.suptitle(f"CPU attention on {cpu}, B={BATCH} H={HEADS}, {threads} thread(s)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -737,7 +738,7 @@ def run(settings: Settings, command: str) -> int:
     png_path = settings.out_dir / "cpu_tops.png"
     write_markdown(md_path, report)
     write_json(json_path, report)
-    plotted = write_plot(png_path, rows, settings)
+    plotted = write_plot(png_path, rows, settings.threads, f"{machine['cpu_model']} ({cpu_identity(machine)})")
     print(md_path.read_text(encoding="utf-8"))
     print(f"wrote {md_path}, {json_path}" + (f", {png_path}" if plotted else ""), file=sys.stderr)
     return 0
