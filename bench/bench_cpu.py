@@ -436,7 +436,7 @@ def stage_section(splits: Sequence[stages.StageSplit], raw: dict[int, str], prob
     lines.append("")
     tiles = [sp.tile for sp in splits if sp.tile]
     if tiles:
-        lines += ["Per 64×64 tile step (µs, one thread; pack = one K and one V tile, unweighted):", "",
+        lines += ["Per 128×128 tile step (µs, one thread; pack = one K and one V tile, unweighted):", "",
                   "| D | P·V | " + " | ".join(stages.TILE_STAGES) + " |", "|" + "---|" * (2 + len(stages.TILE_STAGES))]
         seen = set()
         for t in tiles:

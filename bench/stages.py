@@ -5,7 +5,7 @@
 - the rest of the call (the attention core) is split in proportion to the per-tile
   costs the C++ tile harness (tests/cpp/bench_tile_ops.cc) reports for the ISA path in
   use: pack (K and V tile packing, streamed from a strided tensor), qk, softmax, pv.
-  That split is a model: the harness times each stage on a 64-query × 64-key tile, and
+  That split is a model: the harness times each stage on a 128-query × 128-key tile (the core's), and
   the loop packs a K and V tile once per QUERY_ROWS_PER_KV_PACK query rows. The
   harness's raw output is kept in the report.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 TILE_STAGES = ("pack", "qk", "softmax", "pv")
-HARNESS_TILE_ROWS = 64  # query rows of the harness's tile (tests/cpp/bench_tile_ops.cc)
+HARNESS_TILE_ROWS = 128  # query rows of the harness's tile (tests/cpp/bench_tile_ops.cc)
 # How many query rows share one packed K / V tile in csrc/core/attention.cc.
 # None: K and V are packed once per (batch, kv head), shared by all query rows, which is
 # what the core does whenever the packed head fits its 32 MiB budget (every shape the
@@ -23,14 +23,14 @@ QUERY_ROWS_PER_KV_PACK: int | None = None
 
 
 def kv_pack_weight(seq_len_q: int) -> float:
-    """K/V packs per harness tile step (64 query rows) for a call with `seq_len_q` rows."""
+    """K/V packs per harness tile step (128 query rows) for a call with `seq_len_q` rows."""
     rows = QUERY_ROWS_PER_KV_PACK if QUERY_ROWS_PER_KV_PACK is not None else seq_len_q
     return HARNESS_TILE_ROWS / max(min(rows, seq_len_q), 1)
 
 
 @dataclass
 class TileCosts:
-    """Microseconds per 64×64 tile step, one ISA path, one head dim, one P·V mode
+    """Microseconds per 128×128 tile step, one ISA path, one head dim, one P·V mode
     (pack: one K and one V tile pack, unweighted)."""
 
     isa_path: str

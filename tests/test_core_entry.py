@@ -315,10 +315,14 @@ add("af_pv_mode_int8_ok", None, "", af(pv_mode=2, v=lambda v: v.view(I8)))
 add("af_pv_mode_int8_without_v_scale", "ValueError", r"v_scale", af(pv_mode=2, v=lambda v: v.view(I8), v_scale=None))
 add("af_pv_mode_int8_v_scale_shape", "ValueError", r"v_scale",
     af(pv_mode=2, v=lambda v: v.view(I8), v_scale=lambda s: s[..., :-1]))
-# Its V scale is applied once per 64-key tile: a token grouping finer than that is refused.
+# Its V scale is applied once per 128-key tile: a token grouping finer than that is refused.
 add("af_pv_mode_int8_v_group_inside_a_tile", "NotImplementedError", r"v_grouping",
     af(pv_mode=2, v=lambda v: v.view(I8), v_scale_mode=1, v_scale=torch.ones(AB, HKV, -(-NK // 32)),
        groupings=GROUPINGS[:6] + [32, 1, 32]))
+# 64-token groups fit the core's old 64-key tile, not its 128-key one (NK = 200 has two).
+add("af_pv_mode_int8_v_group_per_64_refused", "NotImplementedError", r"v_grouping.*128-key tile",
+    af(pv_mode=2, v=lambda v: v.view(I8), v_scale_mode=1, v_scale=torch.ones(AB, HKV, -(-NK // 64)),
+       groupings=GROUPINGS[:6] + [64, 1, 64]))
 add("af_pv_mode_int8_v_group_per_128_ok", None, "",
     af(pv_mode=2, v=lambda v: v.view(I8), v_scale_mode=1, v_scale=torch.ones(AB, HKV, -(-NK // 128)),
        groupings=GROUPINGS[:6] + [128, 1, 128]))

@@ -18,7 +18,7 @@ import torch
 import sageattention
 import sageattention._lib as _lib
 
-B, H, NQ, NK, D = 1, 2, 40, 150, 64  # NK spans full and partial 64-key tiles
+B, H, NQ, NK, D = 1, 2, 40, 150, 64  # NK spans a full and a partial 128-key tile
 FLT_MAX = torch.finfo(torch.float32).max
 
 # entry name -> (call, the reference's qk code type, V code type or None for 16-bit V)

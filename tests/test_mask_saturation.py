@@ -23,7 +23,7 @@ import sageattention
 import sageattention._lib as _lib
 from sageattention import ops
 
-B, H, NQ, NK, D = 1, 2, 70, 90, 64  # NK spans a full and a partial 64-key tile
+B, H, NQ, NK, D = 1, 2, 70, 150, 64  # NK spans a full and a partial 128-key tile
 FULL_ROWS = slice(0, 5)  # every key covered
 PART_ROWS, PART_KEYS = slice(5, 20), slice(30, None)  # keys 30.. covered
 LSE_FLOOR = -torch.finfo(torch.float32).max * math.log(2.0)  # -FLT_MAX in log2 units, as natural log

@@ -161,7 +161,7 @@ def test_nonfinite_never_finite_wrong(which: str) -> None:
 
 def test_poisoned_first_key_tile_is_not_dropped() -> None:
     """Per-block K without smoothing, NaN in key 5: keys 0..127 share one scale, so the
-    first two 64-key tiles score NaN for every row; the rows must come out NaN."""
+    first 128-key tile scores NaN for every row; the rows must come out NaN."""
     q, k, v = _inputs(1)
     k = k.clone()
     k[0, 0, 5, 0] = float("nan")

@@ -3,7 +3,7 @@
 - choosing it: the `pv_quant_dtype` keyword, the SAGEATTN_CPU_PV variable, which wins,
   which entry points read the variable, bad values, backends without the mode;
 - its arithmetic against an independent emulation in tests/reference.py (P codes per row
-  and 64-key tile, integer P·V, scales after the dot), per recipe, causal or not;
+  and 128-key tile, integer P·V, scales after the dot), per recipe, causal or not;
 - its accuracy: the contract's bars (docs/CONTRACT.md §5), and at least as close to fp32
   attention as the fp8 default, including at the benchmark's sequence length;
 - the low-level API on int8 V codes, and that the public API is exactly that path.

@@ -20,7 +20,10 @@ namespace sageattn {
 namespace {
 
 constexpr int kTileM = 128;  // query rows per task
-constexpr int kTileN = 64;  // keys per tile
+// Keys per tile. 128 rather than 64: a P·V micro-kernel ends each tile by folding its
+// accumulators into O (convert, scale, load, store), and over 128 keys that epilogue
+// weighs half as much against the dot products (bench/results/analysis.md).
+constexpr int kTileN = 128;
 static_assert(kTileN <= kInt8PvMaxKeys, "the int8 P·V kernels' exact sums are bounded in keys per tile");
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
@@ -34,13 +37,13 @@ struct Dims {
 // Per-thread working memory, sized once per call: nothing is allocated in the loop.
 struct Scratch {
   std::vector<float> qbuf, kbuf, vbuf, s, p, p_scale, o, m, l, alpha, row_scale, col_scale, v_scale, v_row_scale;
-  explicit Scratch(const Dims& d) {
+  Scratch(const Dims& d, const TileOps& ops, const PvOps& pv, QuantDType qk) {
     const int64_t dmax = std::max<int64_t>(d.D, 1);
+    auto floats_for = [](int64_t bytes) { return (bytes + 3) / 4 + 16; };  // + 64 bytes of slack
     qbuf.resize(kTileM * dmax + 64);
-    kbuf.resize(kTileN * dmax + 64);
-    // 4 bytes per element of a V tile whose width is rounded up to 16 (the int8 P·V
-    // mode pads its packed V to whole vectors).
-    vbuf.resize(kTileN * ((std::max<int64_t>(d.Dv, 1) + 15) / 16 * 16) + 64);
+    // One key tile packed by this ISA and P·V mode (their own byte counts).
+    kbuf.resize(floats_for(ops.k_bytes(kTileN, static_cast<int>(dmax), qk)));
+    vbuf.resize(floats_for(pv.v_bytes(kTileN, static_cast<int>(std::max<int64_t>(d.Dv, 1)))));
     s.resize(kTileM * kTileN);
     p.resize(kTileM * kTileN);  // P in the mode's type: at most 4 bytes per element
     p_scale.resize(kTileM);
@@ -476,7 +479,7 @@ void attention_forward(const AttentionArgs& a) {
   const int64_t max_tasks = std::max(q_tiles * d.B * d.Hq, share ? shared.tiles : 0);
   std::vector<Scratch> scratch;
   scratch.reserve(threads);
-  for (int t = 0; t < std::min<int64_t>(threads, max_tasks); ++t) scratch.emplace_back(d);
+  for (int t = 0; t < std::min<int64_t>(threads, max_tasks); ++t) scratch.emplace_back(d, ops, pv, a.qk_dtype);
   // Causal tiles further down the sequence see more keys: hand them out first so the
   // dynamic schedule ends with the cheap ones and the threads finish together.
   auto tile_of = [&](int64_t task, int64_t heads) { return a.causal ? q_tiles - 1 - task / heads : task / heads; };

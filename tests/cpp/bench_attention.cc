@@ -1,6 +1,6 @@
 // End-to-end timing of attention_forward on pre-quantized codes (no Python, no
 // quantizers): B=1, H=8, N x N, D=Dv, default per-thread recipe, per-channel V.
-//   bench_attention [isa] [N] [D] [threads] [int8|fp8] [causal]
+//   bench_attention [isa] [N] [D] [threads] [int8|fp8] [causal] [reps] [fp8|int8 P·V]
 // Prints wall time and process CPU time (a busy machine inflates the first) as
 // effective ops/s = 4·B·H·N²·D / time (halved for causal).
 #include <time.h>
@@ -50,16 +50,17 @@ int main(int argc, char** argv) {
   const bool fp8 = argc > 5 && std::strcmp(argv[5], "fp8") == 0;
   const bool causal = argc > 6 && std::atoi(argv[6]) != 0;
   const int reps = argc > 7 ? std::atoi(argv[7]) : 5;
+  const bool int8_pv = argc > 8 && std::strcmp(argv[8], "int8") == 0;
   const int64_t B = 1, H = 8;
   set_isa_override(isa);
-  std::printf("isa=%s N=%lld D=%lld threads=%d qk=%s causal=%d\n", isa_name(active_isa()), static_cast<long long>(N),
-              static_cast<long long>(D), threads, fp8 ? "fp8" : "int8", causal ? 1 : 0);
+  std::printf("isa=%s N=%lld D=%lld threads=%d qk=%s pv=%s causal=%d\n", isa_name(active_isa()), static_cast<long long>(N),
+              static_cast<long long>(D), threads, fp8 ? "fp8" : "int8", int8_pv ? "int8" : "fp8", causal ? 1 : 0);
 
   std::mt19937 rng(7);
   std::vector<uint8_t> q(B * N * H * D), k(B * N * H * D), v(B * N * H * D);
   for (auto& x : q) x = fp8 ? static_cast<uint8_t>(rng() % 0x7E) | ((rng() & 1) << 7) : static_cast<uint8_t>(rng() % 255 + 129);
   for (auto& x : k) x = fp8 ? static_cast<uint8_t>(rng() % 0x7E) | ((rng() & 1) << 7) : static_cast<uint8_t>(rng() % 255 + 129);
-  for (auto& x : v) x = static_cast<uint8_t>(rng() % 0x7E) | ((rng() & 1) << 7);
+  for (auto& x : v) x = int8_pv ? static_cast<uint8_t>(rng() % 255 + 129) : static_cast<uint8_t>(rng() % 0x7E) | ((rng() & 1) << 7);
   const int64_t gq = (N + 127) / 128, gk = ((N + 127) / 128) * 8;
   std::vector<float> qs(B * H * gq, 0.02f), ks(B * H * gk, 0.03f), vs(B * H * D, 0.01f);
   std::vector<uint16_t> out(B * N * H * D);
@@ -69,7 +70,8 @@ int main(int argc, char** argv) {
   const DType ct = fp8 ? DType::kFP8E4M3 : DType::kI8;
   a.q = make(q.data(), ct, {B, N, H, D});
   a.k = make(k.data(), ct, {B, N, H, D});
-  a.v = make(v.data(), DType::kFP8E4M3, {B, N, H, D});
+  a.v = make(v.data(), int8_pv ? DType::kI8 : DType::kFP8E4M3, {B, N, H, D});
+  a.pv_mode = int8_pv ? PvMode::kInt8 : PvMode::kFp8;
   a.q_scale = make(qs.data(), DType::kF32, {B, H, gq});
   a.k_scale = make(ks.data(), DType::kF32, {B, H, gk});
   a.v_scale = make(vs.data(), DType::kF32, {B, H, D});

@@ -1,7 +1,8 @@
 // Micro-benchmark of the tile operations of every ISA available on this CPU: the cost
-// of each TileOps function on one 64x64 tile, in thread CPU time (robust to a busy
-// machine) and as multiply-accumulates per second for qk / pv.
-//   bench_tile_ops [d] [dv] [iters]
+// of each TileOps function on one tile, by default of the core's shape (128 queries x
+// 128 keys), in thread CPU time (robust to a busy machine) and as multiply-accumulates
+// per second for qk / pv.
+//   bench_tile_ops [d] [dv] [iters] [queries] [keys]
 #include <time.h>
 
 #include <cstdio>
@@ -41,7 +42,9 @@ int main(int argc, char** argv) {
   const int d = argc > 1 ? std::atoi(argv[1]) : 128;
   const int dv = argc > 2 ? std::atoi(argv[2]) : d;
   const int iters = argc > 3 ? std::atoi(argv[3]) : 200;
-  const int M = 64, N = 64;
+  const int M = argc > 4 ? std::atoi(argv[4]) : 128;  // attention.cc's kTileM
+  const int N = argc > 5 ? std::atoi(argv[5]) : 128;  // and kTileN
+  std::printf("tile: %d queries x %d keys\n", M, N);
   std::mt19937 rng(1);
   std::vector<int8_t> qi(M * d), ki(N * d);
   std::vector<uint8_t> q8(M * d), k8(N * d), v8(N * dv);

@@ -95,7 +95,9 @@ struct Guarded {
   }
 };
 
-// What attention.cc gives a packed Q / K / V buffer: 64 rows x max(d, 1) floats + 64 floats.
+// A packed Q buffer for up to 64 rows: max(d, 1) floats a row + 64 floats (attention.cc
+// gives its 128-row query tile the same per row). Packed K and V tiles are held to the
+// byte counts their own k_bytes / v_bytes report, which is what attention.cc allocates.
 size_t packed_budget(int d) { return (64 * static_cast<size_t>(d < 1 ? 1 : d) + 64) * 4; }
 
 struct Named {
@@ -154,7 +156,8 @@ void run_tile(const Named& isa, std::mt19937& rng, int mq, int nk, int d, int dv
   }
 
   // ---- pack_q / pack_k / qk
-  Guarded qp(packed_budget(d)), kp(packed_budget(d)), qr(packed_budget(d)), kr(packed_budget(d));
+  Guarded qp(packed_budget(d)), qr(packed_budget(d));
+  Guarded kp(static_cast<size_t>(ops.k_bytes(nk, d, t))), kr(static_cast<size_t>(ref.k_bytes(nk, d, t)));
   ops.pack_q(qc.data(), qstride, mq, d, t, qp.data());
   ops.pack_k(kc.data(), kstride, nk, d, t, kp.data());
   ref.pack_q(qc.data(), qstride, mq, d, t, qr.data());
@@ -162,7 +165,8 @@ void run_tile(const Named& isa, std::mt19937& rng, int mq, int nk, int d, int dv
   {
     Check c(std::string(tag) + " pack guards");
     if (!qp.intact()) c.fail("pack_q wrote past %zu bytes", qp.size);
-    if (!kp.intact()) c.fail("pack_k wrote past %zu bytes", kp.size);
+    if (!kp.intact()) c.fail("pack_k wrote past %zu bytes (its k_bytes)", kp.size);
+    if (!kr.intact()) c.fail("scalar pack_k wrote past %zu bytes (its k_bytes)", kr.size);
   }
   std::vector<float> rs(mq), cs(nk);
   for (auto& x : rs) x = (0.001f + 0.1f * unif(rng)) * 1.4426950408889634f;
@@ -299,11 +303,12 @@ void run_tile(const Named& isa, std::mt19937& rng, int mq, int nk, int d, int dv
   const float* own_chs = fp8.v_scale_after_dot ? nullptr : chs;
   const float* own_rws = fp8.v_scale_after_dot ? nullptr : rws;
   {
-    Guarded vp(packed_budget(dv)), vr(packed_budget(dv));
+    Guarded vp(static_cast<size_t>(fp8.v_bytes(nk, dv))), vr(static_cast<size_t>(rfp8.v_bytes(nk, dv)));
     fp8.pack_v(vc.data(), vstride, DType::kFP8E4M3, nk, dv, own_chs, own_rws, vp.data());
     rfp8.pack_v(vc.data(), vstride, DType::kFP8E4M3, nk, dv, chs, rws, vr.data());
     Check c(std::string(tag) + (per_channel ? " pack_v (channel scale)" : " pack_v (token scale)"));
-    if (!vp.intact()) c.fail("pack_v wrote past %zu bytes", vp.size);
+    if (!vp.intact()) c.fail("pack_v wrote past %zu bytes (its v_bytes)", vp.size);
+    if (!vr.intact()) c.fail("scalar pack_v wrote past %zu bytes (its v_bytes)", vr.size);
     const float* b = static_cast<const float*>(vr.data());
     for (int j = 0; j < nk; ++j) {
       for (int cc = 0; cc < dv; ++cc) {
@@ -392,8 +397,6 @@ void run_tile(const Named& isa, std::mt19937& rng, int mq, int nk, int d, int dv
 // differs from std::exp2 by <= 2 ulp); zero padding to a multiple of 4 keys and nothing
 // written past it.
 // ---------------------------------------------------------------------------------
-// attention.cc's V buffer: 64 keys x dv rounded up to 16, 4 bytes each, + 64 floats.
-size_t int8_v_budget(int dv) { return (64 * static_cast<size_t>((dv + 15) / 16 * 16) + 64) * 4; }
 
 void test_int8_pv_tile(const Named& isa, std::mt19937& rng, int mq, int nk, int dv, int case_id) {
   const PvOps& ops = isa.ops->pv_ops(PvMode::kInt8);
@@ -409,12 +412,13 @@ void test_int8_pv_tile(const Named& isa, std::mt19937& rng, int mq, int nk, int 
     x = extremes == 2 ? int8_t(-128) : (extremes == 1 && r % 2) ? static_cast<int8_t>(r % 4 ? 127 : -128)
                                                                 : static_cast<int8_t>(r >> 8);
   }
-  Guarded vp(int8_v_budget(dv)), vr(int8_v_budget(dv));
+  Guarded vp(static_cast<size_t>(ops.v_bytes(nk, dv))), vr(static_cast<size_t>(ref.v_bytes(nk, dv)));
   ops.pack_v(vc.data(), vstride, DType::kI8, nk, dv, nullptr, nullptr, vp.data());
   ref.pack_v(vc.data(), vstride, DType::kI8, nk, dv, nullptr, nullptr, vr.data());
   {
     Check c(std::string(tag) + " pack_v guard");
-    if (!vp.intact()) c.fail("pack_v wrote past %zu bytes", vp.size);
+    if (!vp.intact()) c.fail("pack_v wrote past %zu bytes (its v_bytes)", vp.size);
+    if (!vr.intact()) c.fail("scalar pack_v wrote past %zu bytes (its v_bytes)", vr.size);
   }
   const int ldp = (nk + 3) / 4 * 4 + 4 * static_cast<int>(rng() % 3);
   std::vector<uint8_t> pc(static_cast<size_t>(mq) * ldp, 0);

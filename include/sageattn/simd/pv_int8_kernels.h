@@ -9,9 +9,8 @@
 //
 // Packed V: int32 words, word (g, c) at dst[g * dvp + c] holds keys kKeys·g .. +kKeys-1
 // of column c (4 int8 bytes, or 2 int16 halves on the 16-bit path); dvp = dv rounded up
-// to W; keys past `rows` and columns past dv are 0. At most 64·dvp bytes (kKeys 4) or
-// 128·dvp bytes (kKeys 2) for a 64-key tile: attention.cc sizes its V buffer for dvp
-// rounded up to 16.
+// to W; keys past `rows` and columns past dv are 0: ceil(rows / kKeys) · dvp words, which
+// v_bytes reports and attention.cc allocates.
 #pragma once
 #include <cstdint>
 #include <cstring>

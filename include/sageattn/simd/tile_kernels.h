@@ -16,9 +16,8 @@
 //           `rows` and bytes past d are 0), then
 //             T::kQOffset128:  int32 comp[p * W + j] = -128 * Σ_c k[p*W + j][c]
 //             otherwise:       int32 flag = 1 when any code is -128 (exact fallback)
-//           At most 4·(64·(dq4 + 1)) bytes for a 64-key tile: within the 4 bytes per
-//           element (+256 bytes) attention.cc gives every packed buffer, as long as its
-//           key tile (kTileN) is a multiple of W (16 covers every ISA).
+//           k_bytes reports the size (4·P·W·(dq4 + 1) bytes), and attention.cc
+//           allocates a key tile from it.
 //   K fp8   float kf[(p * d + c) * W + j]   = decoded k[p*W + j][c], 0 for missing keys.
 //   V       float v[j * dv + c]             = decode(code) * scale (row-major, like the
 //           scalar ops; the 16-bit P·V mode's portable pack_v_half writes it too).
@@ -479,9 +478,10 @@ inline void pv_micro(const Op& op, const typename Op::PElem* p, int ldp, const t
   }
 }
 
-// Columns are swept in groups of 64: the group's V slab (16 KiB of fp32, 8 KiB of bf16
-// pairs for a 64-key tile) stays in L1 while every row block passes over it, and each
-// row block's P rows stay in L1 across the group's micro-kernels.
+// Columns are swept in groups of 64: the group's V slab (for a 128-key tile 16 KiB of
+// bf16 pairs, 8 KiB of int8 words, 32 KiB of fp32: L1's size on Zen 3/4, still faster
+// there than 64-key tiles, bench/results/analysis.md) is reused by every row block, and
+// each row block's P rows stay in L1 across the group's micro-kernels.
 template <class T, class Op>
 void pv_sweep(const Op& op, const typename Op::PElem* p, int ldp, const typename Op::VElem* v, int steps, int mq,
               int dv, const float* alpha, float* o, int ldo) {
