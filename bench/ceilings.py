@@ -21,12 +21,13 @@ CEILING_UNITS: dict[tuple[str, str], tuple[str, str]] = {
     ("avx512", "fp8"): ("avx512_vpdpbusd", "avx512_fma_fp32"),
     # P·V: u8 P codes × s8 V codes, VPDPBUSD zmm.
     ("avx512", "int8"): ("avx512_vpdpbusd", "avx512_vpdpbusd"),
-    # Q·Kᵀ: VPMADDUBSW + VPMADDWD + VPADDD ymm (also on CPUs with AVX-VNNI: the AVX2
-    # kernels do not use it). P·V: fp32 FMA ymm over V decoded from fp8.
-    ("avx2", "fp8"): ("avx2_maddubs_i8", "avx2_fma_fp32"),
+    # Q·Kᵀ: Q and K codes widened to int16 pairs, VPMADDWD + VPADDD ymm (also on CPUs
+    # with AVX-VNNI: the AVX2 kernels do not use it). P·V: fp32 FMA ymm over V decoded
+    # from fp8.
+    ("avx2", "fp8"): ("avx2_vpmaddwd", "avx2_fma_fp32"),
     # P·V: P and V widened to int16, VPMADDWD + VPADDD ymm (VPMADDUBSW's saturating
     # int16 pair sum cannot hold 255·127 twice).
-    ("avx2", "int8"): ("avx2_maddubs_i8", "avx2_vpmaddwd"),
+    ("avx2", "int8"): ("avx2_vpmaddwd", "avx2_vpmaddwd"),
 }
 
 

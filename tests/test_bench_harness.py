@@ -62,7 +62,7 @@ def test_ceilings_use_the_best_repeat_and_the_units_of_each_mode() -> None:
 
 
 def test_a_path_without_entry_or_probe_has_no_ceiling() -> None:
-    results = ceilings.run_probes(FakeProbes({"avx2_maddubs_i8": [100]}), [1], 0.01, 1)
+    results = ceilings.run_probes(FakeProbes({"avx2_vpmaddwd": [100]}), [1], 0.01, 1)
     found = ceilings.ceilings_for("avx2", ["fp8"], results)
     assert not found["fp8"].gops_by_threads and "avx2_fma_fp32" in found["fp8"].note
     assert not ceilings.ceilings_for("scalar", ["fp8"], results)["fp8"].gops_by_threads

@@ -22,9 +22,8 @@ struct Emu512 {
   static constexpr int kQkF32Rows = 8, kQkF32Panels = 2;
   static constexpr int kPvRows = 8, kPvVecs = 2;
   static constexpr int kPvI8Rows = 8, kPvI8Vecs = 2;
-  static constexpr bool kQOffset128 = true;
-  using Pack = X86Pack<W, kQOffset128>;
-  static constexpr bool kHasExactFallback = false;
+  static constexpr int kQkI8PerWord = 4;
+  using Pack = X86Pack<W>;
   static constexpr bool kBf16Dot = false;  // VDPBF16PS kernels (simd/avx512_bf16.h)
   static constexpr bool kHasScalef = false;  // exp2v builds 2^n from exponent bits
 
@@ -104,8 +103,6 @@ struct Emu512 {
     static Q prep(int32_t quad) { return {_mm256_set1_epi32(quad)}; }
     static I dot(I acc, const Q& q, I k) { return {dpbusd256(acc.lo, q.q, k.lo), dpbusd256(acc.hi, q.q, k.hi)}; }
   };
-  using DotFast = Dot;
-  using DotExact = Dot;
   struct PvI8 {  // avx512.h's: VPDPBUSD on 4-key words
     static constexpr int kKeys = 4;
     static I dot(I acc, I p, I v) { return {dpbusd256(acc.lo, p.lo, v.lo), dpbusd256(acc.hi, p.hi, v.hi)}; }

@@ -19,6 +19,18 @@ namespace sageattn {
 namespace simd {
 namespace {
 
+// acc + x (VPADDD) in place: GCC 12 gave each accumulator of the int8 micro-kernels a
+// register copy per step (8 moves per 8 VPMADDWD), which left the loop bound by
+// instruction dispatch rather than by the multiplier; a tied asm operand avoids them.
+inline __m256i add_in_place(__m256i acc, __m256i x) {
+#if defined(__GNUC__)
+  __asm__("vpaddd %1, %0, %0" : "+x"(acc) : "x"(x));
+  return acc;
+#else
+  return _mm256_add_epi32(acc, x);
+#endif
+}
+
 struct Avx2 {
   static constexpr int W = 8;  // fp32 lanes per vector = keys per packed K panel
   using F = __m256;            // 8 x fp32
@@ -26,7 +38,7 @@ struct Avx2 {
   using M = __m256;            // lane mask (all-ones / all-zeros lanes)
 
   // Register blocking of the micro-kernels (16 ymm registers):
-  //   qk int8: MR x NR accumulators + NR K vectors + |q|, q broadcasts (+ the ones vector)
+  //   qk int8: MR x NR accumulators + NR K vectors + 1 broadcast (+ VPMADDWD's product)
   //   qk fp8 / pv: MR x NR accumulators + NR vectors + 1 broadcast
   static constexpr int kQkI8Rows = 4, kQkI8Panels = 2;
   static constexpr int kQkF32Rows = 6, kQkF32Panels = 2;
@@ -34,9 +46,7 @@ struct Avx2 {
   // int8 P·V (VPMADDWD): fewer accumulators than fp32 P·V, which measured faster here
   // (the madd + add pairs need their temporaries in registers).
   static constexpr int kPvI8Rows = 4, kPvI8Vecs = 2;
-  // Packed int8 Q is stored as q + 128 (unsigned) with a per-key correction: no.
-  static constexpr bool kQOffset128 = false;
-  using Pack = X86Pack<W, kQOffset128>;  // simd/x86_pack.h
+  using Pack = X86Pack<W>;  // simd/x86_pack.h
 
   // ---- float
   static F zero() { return _mm256_setzero_ps(); }
@@ -102,38 +112,18 @@ struct Avx2 {
   static F cvt_i2f(I a) { return _mm256_cvtepi32_ps(a); }                 // round-half-even
   static I cvt_f2i(F a) { return _mm256_cvtps_epi32(a); }                 // for integral a
 
-  // ---- exact int8 dot products on 4-byte groups: acc[lane] += Σ_{t<4} q[t]·k[lane][t].
-  // `q` is a group of 4 signed int8 codes of one query row (as packed by pack_q), `k` holds
-  // 8 such groups, one per key. vpmaddubsw is u8 x s8 with a saturating pair sum, so the
-  // sign of q moves onto k: |q|·sign(k, q). |q| <= 128 and |k| <= 127 keep each pair sum
-  // within int16 (2·128·127 < 32767); k = -128 breaks sign() (-(-128) wraps), which is why
-  // pack_k flags tiles that hold a -128 and those take DotExact.
-  struct DotFast {
-    struct Q { I abs_q, q; };
-    static Q prep(int32_t quad) {
-      const I q = _mm256_set1_epi32(quad);
-      return {_mm256_abs_epi8(q), q};
-    }
-    static I dot(I acc, const Q& q, I k) {
-      const I prod16 = _mm256_maddubs_epi16(q.abs_q, _mm256_sign_epi8(k, q.q));
-      return _mm256_add_epi32(acc, _mm256_madd_epi16(prod16, _mm256_set1_epi16(1)));
-    }
+  // ---- int8 Q·Kᵀ on int16 pairs (pack_q / pack_k widen the codes): acc[lane] +=
+  // q[0]·k[lane][0] + q[1]·k[lane][1] by VPMADDWD, exact for every int8 code (-128
+  // included). The VPMADDUBSW idiom this replaced needed the sign of q moved onto k (two
+  // more operations per product vector, and a slower exact path for tiles holding -128)
+  // and a VPMADDWD by ones after it anyway: on Zen 4 it ran at 66 GMAC/s per core,
+  // int16 pairs at 89 (tests/cpp/bench_tile_ops, one 128x128 tile, D = 128).
+  static constexpr int kQkI8PerWord = 2;
+  struct Dot {
+    struct Q { I q; };
+    static Q prep(int32_t pair) { return {_mm256_set1_epi32(pair)}; }
+    static I dot(I acc, const Q& q, I k) { return add_in_place(acc, _mm256_madd_epi16(q.q, k)); }
   };
-  // Sign-extends bytes to int16 pairs and uses vpmaddwd: exact for every int8 input.
-  struct DotExact {
-    struct Q { I even, odd; };  // int16 lanes (q0, q2) and (q1, q3)
-    static Q prep(int32_t quad) {
-      const I q = _mm256_set1_epi32(quad);
-      return {_mm256_srai_epi16(_mm256_slli_epi16(q, 8), 8), _mm256_srai_epi16(q, 8)};
-    }
-    static I dot(I acc, const Q& q, I k) {
-      const I ke = _mm256_srai_epi16(_mm256_slli_epi16(k, 8), 8);
-      const I ko = _mm256_srai_epi16(k, 8);
-      acc = _mm256_add_epi32(acc, _mm256_madd_epi16(q.even, ke));
-      return _mm256_add_epi32(acc, _mm256_madd_epi16(q.odd, ko));
-    }
-  };
-  static constexpr bool kHasExactFallback = true;
   static constexpr bool kBf16Dot = false;  // VDPBF16PS kernels (simd/avx512_bf16.h)
   static constexpr bool kHasScalef = false;  // exp2v builds 2^n from exponent bits
 
@@ -145,7 +135,7 @@ struct Avx2 {
   // the VPMADDUBSW + VPMADDWD pair gives.
   struct PvI8 {
     static constexpr int kKeys = 2;
-    static I dot(I acc, I p, I v) { return _mm256_add_epi32(acc, _mm256_madd_epi16(p, v)); }
+    static I dot(I acc, I p, I v) { return add_in_place(acc, _mm256_madd_epi16(p, v)); }
     static void store_codes(uint8_t* dst, I codes) {  // 8 lanes in [0, 255] -> 8 bytes
       const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(codes), _mm256_extracti128_si256(codes, 1));
       _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), _mm_packus_epi16(w, w));

@@ -8,7 +8,7 @@
 //     its second vector where the bit is set);
 //   - vmaxps/vminps zmm return the second operand when either is NaN, like ymm;
 //   - the int8 dot is VPDPBUSD: u8 (first vector) x s8 (second), 4 products summed into
-//     each int32 lane without saturation. Q is packed as q + 128 (kQOffset128) and
+//     each int32 lane without saturation. Q is packed as q + 128 (code quads) and
 //     pack_k stores -128·Σk per key, which seeds the accumulators: exact for every int8.
 //   - VDPBF16PS is not used here: P·V runs on FMA (V carries its scale, so it is not bf16-exact)
 //     and fp8 Q·K on FMA over decoded codes (bit-exact with the scalar order).
@@ -53,9 +53,8 @@ struct Avx512 {
   static constexpr int kQkF32Rows = 8, kQkF32Panels = 2;
   static constexpr int kPvRows = 8, kPvVecs = 2;
   static constexpr int kPvI8Rows = 8, kPvI8Vecs = 2;  // int8 P·V (VPDPBUSD)
-  static constexpr bool kQOffset128 = true;
-  using Pack = X86Pack<W, kQOffset128>;  // simd/x86_pack.h: 256-bit packers, shared
-  static constexpr bool kHasExactFallback = false;
+  static constexpr int kQkI8PerWord = 4;  // int8 Q·Kᵀ on code quads (VPDPBUSD)
+  using Pack = X86Pack<W>;  // simd/x86_pack.h: 256-bit packers, shared
   static constexpr bool kBf16Dot = false;  // VDPBF16PS kernels (simd/avx512_bf16.h)
 
   // ---- float
@@ -131,8 +130,6 @@ struct Avx512 {
     static Q prep(int32_t quad) { return {_mm512_set1_epi32(quad)}; }
     static I dot(I acc, const Q& q, I k) { return dpbusd_in_place(acc, q.q, k); }
   };
-  using DotFast = Dot;
-  using DotExact = Dot;
 
   // ---- int8 P·V (sageattn/pv_int8.h): VPDPBUSD takes u8 P codes and s8 V codes as they
   // are, 4 keys per int32 word, exact (no saturation, no offset).

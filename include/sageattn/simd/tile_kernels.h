@@ -9,15 +9,19 @@
 //
 // Packed layouts (all offsets in elements from the buffer start, no header, any
 // alignment; W = T::W lanes, rows of a K tile are keys, P = ceil(rows / W) panels):
-//   Q int8  int32 q4[r * dq4 + g]          = bytes q[r][4g .. 4g+3], dq4 = ceil(d/4),
-//           zero-padded; XOR 0x80 (i.e. q + 128 as u8) when T::kQOffset128.
+//   int8 Q·Kᵀ comes in two word forms, T::kQkI8PerWord codes per int32 word:
+//   4 (VPDPBUSD: AVX-512 and its emulation), dq4 = ceil(d/4):
+//     Q int8  int32 q4[r * dq4 + g]           = bytes q[r][4g .. 4g+3] XOR 0x80 (q + 128
+//             as u8), padding 0x80
+//     K int8  int32 k4[(p * dq4 + g) * W + j] = bytes k[p*W + j][4g .. 4g+3] (keys past
+//             `rows` and bytes past d are 0), then int32 comp[p * W + j] =
+//             -128 * Σ_c k[p*W + j][c]: 4·P·W·(dq4 + 1) bytes
+//   2 (VPMADDWD: AVX2), dq2 = ceil(d/2):
+//     Q int8  int32 q2[r * dq2 + g]           = int16 q[r][2g], q[r][2g+1], padding 0
+//     K int8  int32 k2[(p * dq2 + g) * W + j] = int16 k[p*W + j][2g], [2g+1], 0 past
+//             `rows` and d: 4·P·W·dq2 bytes
+//   k_bytes reports the K size, and attention.cc allocates a key tile from it.
 //   Q fp8   float q[r * d + c]             = decoded codes.
-//   K int8  int32 k4[(p * dq4 + g) * W + j] = bytes k[p*W + j][4g .. 4g+3] (keys past
-//           `rows` and bytes past d are 0), then
-//             T::kQOffset128:  int32 comp[p * W + j] = -128 * Σ_c k[p*W + j][c]
-//             otherwise:       int32 flag = 1 when any code is -128 (exact fallback)
-//           k_bytes reports the size (4·P·W·(dq4 + 1) bytes), and attention.cc
-//           allocates a key tile from it.
 //   K fp8   float kf[(p * d + c) * W + j]   = decoded k[p*W + j][c], 0 for missing keys.
 //   V       float v[j * dv + c]             = decode(code) * scale (row-major, like the
 //           scalar ops; the 16-bit P·V mode's portable pack_v_half writes it too).
@@ -154,13 +158,13 @@ inline void store_scores(const Acc (&acc)[MR][NR], const float* rs, const float*
 // `groups` counts the Elems of one packed Q row (and of one key in a K panel).
 // ---------------------------------------------------------------------------------
 template <class T, class Dot>
-struct QkInt8 {  // int32 words of 4 codes; Dot: the ISA's exact int8 dot
+struct QkInt8 {  // int32 words of T::kQkI8PerWord codes; Dot: the ISA's exact int8 dot
   using Elem = int32_t;
   using KVec = typename T::I;
   using Acc = typename T::I;
   static constexpr bool kInt = true;
   static constexpr int MR = T::kQkI8Rows, NR = T::kQkI8Panels;
-  static Acc seed(const int32_t* comp) { return comp ? T::iload(comp) : T::izero(); }  // -128·Σk (kQOffset128)
+  static Acc seed(const int32_t* comp) { return comp ? T::iload(comp) : T::izero(); }  // -128·Σk (quads)
   static KVec load_k(const Elem* k) { return T::iload(k); }
   static typename Dot::Q bcast(const Elem* q) { return Dot::prep(*q); }
   static Acc mac(Acc acc, const typename Dot::Q& q, KVec k) { return Dot::dot(acc, q, k); }
@@ -532,7 +536,11 @@ template <class T>
 struct TileKernels {
   static void pack_q(const void* src, int64_t row_stride, int rows, int d, QuantDType t, void* dst) {
     if (t == QuantDType::kInt8) {
-      T::Pack::q_i8(static_cast<const int8_t*>(src), row_stride, rows, d, static_cast<int32_t*>(dst));
+      if constexpr (T::kQkI8PerWord == 2) {
+        T::Pack::q_i8_pairs(static_cast<const int8_t*>(src), row_stride, rows, d, static_cast<int32_t*>(dst));
+      } else {
+        T::Pack::q_i8(static_cast<const int8_t*>(src), row_stride, rows, d, static_cast<int32_t*>(dst));
+      }
     } else if constexpr (T::kBf16Dot) {
       T::Pack::q_fp8_bf16(static_cast<const uint8_t*>(src), row_stride, rows, d, static_cast<uint32_t*>(dst));
     } else {
@@ -541,7 +549,11 @@ struct TileKernels {
   }
   static void pack_k(const void* src, int64_t row_stride, int rows, int d, QuantDType t, void* dst) {
     if (t == QuantDType::kInt8) {
-      T::Pack::k_i8(static_cast<const int8_t*>(src), row_stride, rows, d, static_cast<int32_t*>(dst));
+      if constexpr (T::kQkI8PerWord == 2) {
+        T::Pack::k_i8_pairs(static_cast<const int8_t*>(src), row_stride, rows, d, static_cast<int32_t*>(dst));
+      } else {
+        T::Pack::k_i8(static_cast<const int8_t*>(src), row_stride, rows, d, static_cast<int32_t*>(dst));
+      }
     } else if constexpr (T::kBf16Dot) {
       T::Pack::k_fp8_bf16(static_cast<const uint8_t*>(src), row_stride, rows, d, static_cast<uint32_t*>(dst));
     } else {
@@ -554,16 +566,10 @@ struct TileKernels {
     if (t == QuantDType::kInt8) {
       const int32_t* k = static_cast<const int32_t*>(kp);
       const int32_t* q = static_cast<const int32_t*>(qp);
-      const int dq4 = ceil_div(d, 4);
-      const int64_t words = static_cast<int64_t>(ceil_div(nk, T::W)) * dq4 * T::W;  // then comp or the flag
-      if constexpr (T::kHasExactFallback) {
-        if (k[words]) {
-          qk_tile<T, QkInt8<T, typename T::DotExact>>(q, k, nullptr, mq, nk, dq4, row_scale, col_scale, s, lds);
-          return;
-        }
-      }
-      const int32_t* comp = T::kQOffset128 ? k + words : nullptr;
-      qk_tile<T, QkInt8<T, typename T::DotFast>>(q, k, comp, mq, nk, dq4, row_scale, col_scale, s, lds);
+      const int groups = ceil_div(d, T::kQkI8PerWord);
+      const int64_t words = static_cast<int64_t>(ceil_div(nk, T::W)) * groups * T::W;  // then quads' corrections
+      const int32_t* comp = T::kQkI8PerWord == 4 ? k + words : nullptr;
+      qk_tile<T, QkInt8<T, typename T::Dot>>(q, k, comp, mq, nk, groups, row_scale, col_scale, s, lds);
     } else if constexpr (T::kBf16Dot) {
       qk_tile<T, QkBf16<T>>(static_cast<const uint32_t*>(qp), static_cast<const uint32_t*>(kp), nullptr, mq, nk,
                             ceil_div(d, 2), row_scale, col_scale, s, lds);
@@ -637,7 +643,10 @@ struct TileKernels {
   // Packed sizes (layouts in the header comment, simd/x86_pack.h, simd/pv_int8_kernels.h).
   static int64_t k_bytes(int rows, int d, QuantDType t) {
     const int64_t keys = static_cast<int64_t>(ceil_div(rows, T::W)) * T::W;
-    if (t == QuantDType::kInt8) return (keys * ceil_div(d, 4) + keys) * 4;  // + corrections / flag
+    if (t == QuantDType::kInt8) {
+      if constexpr (T::kQkI8PerWord == 2) return keys * ceil_div(d, 2) * 4;
+      return (keys * ceil_div(d, 4) + keys) * 4;  // + the per-key corrections
+    }
     if constexpr (T::kBf16Dot) return keys * ceil_div(d, 2) * 4;
     return keys * d * 4;
   }

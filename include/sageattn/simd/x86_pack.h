@@ -121,10 +121,11 @@ inline void prefetch_rows_l1(const void* src, int64_t row_stride_bytes, int firs
 // Packing (layouts in the header comment).
 // ---------------------------------------------------------------------------------
 
-template <bool kOffset128>
-void pack_q_i8(const int8_t* src, int64_t row_stride, int rows, int d, int32_t* dst) {
+// int8 Q as quads of u8 q + 128 (VPDPBUSD's unsigned operand; pack_k_i8 stores the
+// -128·Σk that takes the offset back out).
+inline void pack_q_i8(const int8_t* src, int64_t row_stride, int rows, int d, int32_t* dst) {
   const int dq4 = ceil_div(d, 4);
-  const uint8_t flip = kOffset128 ? 0x80 : 0x00;
+  const uint8_t flip = 0x80;
   for (int r = 0; r < rows; ++r) {
     uint8_t* o = reinterpret_cast<uint8_t*>(dst + static_cast<int64_t>(r) * dq4);
     const int8_t* s = src + r * row_stride;
@@ -149,19 +150,15 @@ inline void pack_rows_fp8(const uint8_t* src, int64_t row_stride, int rows, int 
   }
 }
 
-// int8 K panels. kComp: store the -128·Σk corrections (offset-128 Q); otherwise the
-// "holds a -128" flag.
-template <int W, bool kComp>
+// int8 K panels of code quads, then the -128·Σk correction of each key (offset-128 Q).
+template <int W>
 void pack_k_i8(const int8_t* src, int64_t row_stride, int rows, int d, int32_t* dst) {
   static_assert(W % 8 == 0, "K panels are built from 8-key blocks");
   prefetch_next_rows(src, row_stride, rows, d);
   const int dq4 = ceil_div(d, 4);
   const int panels = ceil_div(rows, W);
   int32_t* extra = dst + static_cast<int64_t>(panels) * dq4 * W;
-  const __m256i m128 = _mm256_set1_epi8(-128);
   const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
-  __m256i seen = _mm256_setzero_si256();
-  bool seen_scalar = false;
   for (int p = 0; p < panels; ++p) {
     for (int b = 0; b < W / 8; ++b) {
       const int j0 = p * W + b * 8;
@@ -176,14 +173,13 @@ void pack_k_i8(const int8_t* src, int64_t row_stride, int rows, int d, int32_t* 
           for (int jj = 0; jj < 8; ++jj) {
             const __m256i x = _mm256_loadu_si256(
                 reinterpret_cast<const __m256i*>(src + (j0 + jj) * row_stride + 4 * g0));
-            seen = _mm256_or_si256(seen, _mm256_cmpeq_epi8(x, m128));
             r[jj] = _mm256_castsi256_ps(x);
           }
           transpose8x8(r);
           for (int c = 0; c < 8; ++c) {
             const __m256i v = _mm256_castps_si256(r[c]);
             _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + c * W), v);
-            if (kComp) comp = _mm256_add_epi32(comp, _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, v), ones16));
+            comp = _mm256_add_epi32(comp, _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, v), ones16));
           }
         } else {
           const int gn = dq4 - g0 < 8 ? dq4 - g0 : 8;
@@ -197,7 +193,6 @@ void pack_k_i8(const int8_t* src, int64_t row_stride, int rows, int d, int32_t* 
                   const int8_t x = src[j * row_stride + e];
                   bytes[t] = static_cast<uint8_t>(x);
                   comp_s[jj] += x;
-                  seen_scalar |= x == -128;
                 }
               }
               int32_t word;
@@ -207,15 +202,43 @@ void pack_k_i8(const int8_t* src, int64_t row_stride, int rows, int d, int32_t* 
           }
         }
       }
-      if (kComp) {
-        const __m256i total = _mm256_add_epi32(comp, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(comp_s)));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(extra + p * W + b * 8),
-                            _mm256_mullo_epi32(total, _mm256_set1_epi32(-128)));
-      }
+      const __m256i total = _mm256_add_epi32(comp, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(comp_s)));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(extra + p * W + b * 8),
+                          _mm256_mullo_epi32(total, _mm256_set1_epi32(-128)));
     }
   }
-  if (!kComp) extra[0] = (seen_scalar || !_mm256_testz_si256(seen, seen)) ? 1 : 0;
 }
+
+// int8 Q rows as int16 pairs: word g of row r = (int16 q[2g], int16 q[2g+1]), the high
+// half 0 past d (VPMADDWD's operand form: every int8 product, -128 included, is exact).
+inline void pack_q_i8_pairs(const int8_t* src, int64_t row_stride, int rows, int d, int32_t* dst) {
+  const int dq2 = ceil_div(d, 2);
+  for (int r = 0; r < rows; ++r) {
+    int16_t* o = reinterpret_cast<int16_t*>(dst + static_cast<int64_t>(r) * dq2);
+    const int8_t* s = src + r * row_stride;
+    int c = 0;
+    for (; c + 16 <= d; c += 16)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + c),
+                          _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + c))));
+    for (; c < d; ++c) o[c] = s[c];
+    if (d & 1) o[d] = 0;
+  }
+}
+
+// Two int8 codes per word as int16 (code 2g low, 2g+1 high): K for VPMADDWD.
+struct I8PairAsI16Word {
+  static int groups(int d) { return ceil_div(d, 2); }
+  static bool full(int d, int g0) { return 2 * (g0 + 8) <= d; }
+  static __m256 load8(const uint8_t* row, int g0) {
+    return _mm256_castsi256_ps(_mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * g0))));
+  }
+  static uint32_t one(const uint8_t* row, int g, int d) {
+    const int e = 2 * g;
+    const uint32_t lo = static_cast<uint16_t>(static_cast<int16_t>(static_cast<int8_t>(row[e])));
+    const uint32_t hi = e + 1 < d ? static_cast<uint16_t>(static_cast<int16_t>(static_cast<int8_t>(row[e + 1]))) : 0u;
+    return lo | (hi << 16);
+  }
+};
 
 inline void pack_v_rows(const uint8_t* src, int64_t row_stride, int rows, int dv,
                         const float* channel_scale, const float* row_scale, float* dst) {
@@ -428,14 +451,23 @@ inline void pack_v_fp8_bf16(const uint8_t* src, int64_t row_stride, int rows, in
 
 }  // namespace x86
 
-// The packers of one ISA's traits: W keys per K panel, offset-128 int8 Q or not.
-template <int W, bool kOffset128>
+// The packers of one ISA's traits: W keys per K panel.
+template <int W>
 struct X86Pack {
+  // int8 Q·Kᵀ as quads for VPDPBUSD (offset-128 Q, per-key correction after the panels)...
   static void q_i8(const int8_t* src, int64_t row_stride, int rows, int d, int32_t* dst) {
-    x86::pack_q_i8<kOffset128>(src, row_stride, rows, d, dst);
+    x86::pack_q_i8(src, row_stride, rows, d, dst);
   }
   static void k_i8(const int8_t* src, int64_t row_stride, int rows, int d, int32_t* dst) {
-    x86::pack_k_i8<W, kOffset128>(src, row_stride, rows, d, dst);
+    x86::pack_k_i8<W>(src, row_stride, rows, d, dst);
+  }
+  // ... or as int16 pairs for VPMADDWD.
+  static void q_i8_pairs(const int8_t* src, int64_t row_stride, int rows, int d, int32_t* dst) {
+    x86::pack_q_i8_pairs(src, row_stride, rows, d, dst);
+  }
+  static void k_i8_pairs(const int8_t* src, int64_t row_stride, int rows, int d, int32_t* dst) {
+    x86::pack_k_panels<W, x86::I8PairAsI16Word>(reinterpret_cast<const uint8_t*>(src), row_stride, rows, d,
+                                                 reinterpret_cast<uint32_t*>(dst));
   }
   static void rows_fp8(const uint8_t* src, int64_t row_stride, int rows, int d, float* dst) {
     x86::pack_rows_fp8(src, row_stride, rows, d, dst);
