@@ -210,7 +210,8 @@ struct AvxVnniVpdpbusd : YmmInt32 {
     acc = _mm256_dpbusd_avx_epi32(acc, _mm256_set1_epi8(3), _mm256_set1_epi8(-5));
   }
 };
-// The AVX2 int8 dot idiom: VPMADDUBSW (32 u8 x s8 products, pairwise summed to int16),
+// The usual AVX2 int8 dot idiom (our kernels left it for int16 pairs on VPMADDWD, which
+// ran faster on Zen 4; kept for comparison): VPMADDUBSW (32 u8 x s8 products, pairwise summed to int16),
 // VPMADDWD against ones (widen pairs to int32), VPADDD into the accumulator. Only the
 // 32 u8 x s8 multiply-adds are counted: 64 ops per triple. The accumulator itself feeds
 // the u8 operand so that no step is loop-invariant.
