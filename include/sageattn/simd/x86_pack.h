@@ -209,36 +209,6 @@ void pack_k_i8(const int8_t* src, int64_t row_stride, int rows, int d, int32_t* 
   }
 }
 
-// int8 Q rows as int16 pairs: word g of row r = (int16 q[2g], int16 q[2g+1]), the high
-// half 0 past d (VPMADDWD's operand form: every int8 product, -128 included, is exact).
-inline void pack_q_i8_pairs(const int8_t* src, int64_t row_stride, int rows, int d, int32_t* dst) {
-  const int dq2 = ceil_div(d, 2);
-  for (int r = 0; r < rows; ++r) {
-    int16_t* o = reinterpret_cast<int16_t*>(dst + static_cast<int64_t>(r) * dq2);
-    const int8_t* s = src + r * row_stride;
-    int c = 0;
-    for (; c + 16 <= d; c += 16)
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + c),
-                          _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + c))));
-    for (; c < d; ++c) o[c] = s[c];
-    if (d & 1) o[d] = 0;
-  }
-}
-
-// Two int8 codes per word as int16 (code 2g low, 2g+1 high): K for VPMADDWD.
-struct I8PairAsI16Word {
-  static int groups(int d) { return ceil_div(d, 2); }
-  static bool full(int d, int g0) { return 2 * (g0 + 8) <= d; }
-  static __m256 load8(const uint8_t* row, int g0) {
-    return _mm256_castsi256_ps(_mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * g0))));
-  }
-  static uint32_t one(const uint8_t* row, int g, int d) {
-    const int e = 2 * g;
-    const uint32_t lo = static_cast<uint16_t>(static_cast<int16_t>(static_cast<int8_t>(row[e])));
-    const uint32_t hi = e + 1 < d ? static_cast<uint16_t>(static_cast<int16_t>(static_cast<int8_t>(row[e + 1]))) : 0u;
-    return lo | (hi << 16);
-  }
-};
 
 inline void pack_v_rows(const uint8_t* src, int64_t row_stride, int rows, int dv,
                         const float* channel_scale, const float* row_scale, float* dst) {
@@ -355,15 +325,28 @@ inline __m256i fp8x16_to_bf16(__m128i codes) {
   return _mm256_permute4x64_epi64(_mm256_packus_epi32(a, b), 0xD8);  // packus interleaves 128-bit halves
 }
 
-inline void pack_rows_fp8_bf16(const uint8_t* src, int64_t row_stride, int rows, int d, uint32_t* dst) {
+// How a code becomes a 16-bit half of a pair word: sixteen codes at once (x16) or one (x1).
+struct Fp8AsBf16 {  // exact: every fp8 e4m3 value is a bf16 value (VDPBF16PS)
+  static __m256i x16(__m128i codes) { return fp8x16_to_bf16(codes); }
+  static uint32_t x1(uint8_t code) { return fp8_to_bf16_bits(code); }
+};
+struct I8AsI16 {  // sign extension: VPMADDWD's operand, exact for every int8 product
+  static __m256i x16(__m128i codes) { return _mm256_cvtepi8_epi16(codes); }
+  static uint32_t x1(uint8_t code) { return static_cast<uint16_t>(static_cast<int16_t>(static_cast<int8_t>(code))); }
+};
+
+// Q rows of code pairs: word g of row r (at dst + r * ceil(d/2)) holds codes 2g (low half)
+// and 2g+1 (high half, 0 past d), each as Half makes it.
+template <class Half>
+void pack_rows_as_pairs(const uint8_t* src, int64_t row_stride, int rows, int d, uint32_t* dst) {
   const int dq2 = ceil_div(d, 2);
   for (int r = 0; r < rows; ++r) {
     uint16_t* o = reinterpret_cast<uint16_t*>(dst + static_cast<int64_t>(r) * dq2);
     const uint8_t* s = src + r * row_stride;
     int c = 0;
     for (; c + 16 <= d; c += 16)
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + c), fp8x16_to_bf16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + c))));
-    for (; c < d; ++c) o[c] = static_cast<uint16_t>(fp8_to_bf16_bits(s[c]));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + c), Half::x16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + c))));
+    for (; c < d; ++c) o[c] = static_cast<uint16_t>(Half::x1(s[c]));
     if (d & 1) o[d] = 0;
   }
 }
@@ -414,18 +397,19 @@ struct Fp8AsF32Word {
   static uint32_t one(const uint8_t* row, int g, int /*d*/) { return fbits(fp8_decode1(row[g])); }
 };
 
-// Two codes per word as bf16 (code 2g low, 2g+1 high; exact: fp8 values are bf16 values):
-// the VDPBF16PS Q·Kᵀ path.
-struct Fp8PairAsBf16Word {
+// Two codes per word as 16-bit halves (code 2g low, 2g+1 high, 0 past d): K panels for
+// VDPBF16PS (Half = Fp8AsBf16, fp8 Q·Kᵀ) and VPMADDWD (Half = I8AsI16, AVX2's int8 Q·Kᵀ).
+template <class Half>
+struct CodePairWord {
   static int groups(int d) { return ceil_div(d, 2); }
   static bool full(int d, int g0) { return 2 * (g0 + 8) <= d; }
   static __m256 load8(const uint8_t* row, int g0) {
-    return _mm256_castsi256_ps(fp8x16_to_bf16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * g0))));
+    return _mm256_castsi256_ps(Half::x16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * g0))));
   }
   static uint32_t one(const uint8_t* row, int g, int d) {
     const int e = 2 * g;
-    const uint32_t lo = fp8_to_bf16_bits(row[e]);
-    const uint32_t hi = e + 1 < d ? fp8_to_bf16_bits(row[e + 1]) : 0;
+    const uint32_t lo = Half::x1(row[e]);
+    const uint32_t hi = e + 1 < d ? Half::x1(row[e + 1]) : 0u;
     return lo | (hi << 16);
   }
 };
@@ -463,11 +447,12 @@ struct X86Pack {
   }
   // ... or as int16 pairs for VPMADDWD.
   static void q_i8_pairs(const int8_t* src, int64_t row_stride, int rows, int d, int32_t* dst) {
-    x86::pack_q_i8_pairs(src, row_stride, rows, d, dst);
+    x86::pack_rows_as_pairs<x86::I8AsI16>(reinterpret_cast<const uint8_t*>(src), row_stride, rows, d,
+                                          reinterpret_cast<uint32_t*>(dst));
   }
   static void k_i8_pairs(const int8_t* src, int64_t row_stride, int rows, int d, int32_t* dst) {
-    x86::pack_k_panels<W, x86::I8PairAsI16Word>(reinterpret_cast<const uint8_t*>(src), row_stride, rows, d,
-                                                 reinterpret_cast<uint32_t*>(dst));
+    x86::pack_k_panels<W, x86::CodePairWord<x86::I8AsI16>>(reinterpret_cast<const uint8_t*>(src), row_stride, rows,
+                                                            d, reinterpret_cast<uint32_t*>(dst));
   }
   static void rows_fp8(const uint8_t* src, int64_t row_stride, int rows, int d, float* dst) {
     x86::pack_rows_fp8(src, row_stride, rows, d, dst);
@@ -487,10 +472,10 @@ struct X86Pack {
   static void widen_u8(const uint8_t* src, int n, uint16_t* dst) { x86::widen_u8(src, n, dst); }
   // bf16 pair layouts for VDPBF16PS (above).
   static void q_fp8_bf16(const uint8_t* src, int64_t row_stride, int rows, int d, uint32_t* dst) {
-    x86::pack_rows_fp8_bf16(src, row_stride, rows, d, dst);
+    x86::pack_rows_as_pairs<x86::Fp8AsBf16>(src, row_stride, rows, d, dst);
   }
   static void k_fp8_bf16(const uint8_t* src, int64_t row_stride, int rows, int d, uint32_t* dst) {
-    x86::pack_k_panels<W, x86::Fp8PairAsBf16Word>(src, row_stride, rows, d, dst);
+    x86::pack_k_panels<W, x86::CodePairWord<x86::Fp8AsBf16>>(src, row_stride, rows, d, dst);
   }
   static void v_fp8_bf16(const uint8_t* src, int64_t row_stride, int rows, int dv, uint32_t* dst) {
     x86::pack_v_fp8_bf16(src, row_stride, rows, dv, dst);
