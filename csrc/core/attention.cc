@@ -279,7 +279,7 @@ float smoothing_shift(const AttentionArgs& a, int64_t b, int64_t i, int64_t hq, 
 // per-key K scales. V's scale goes where the P·V mode wants it: folded into V (from
 // v_channel_scale or the per-key V scales) or, for a mode that scales after the dot,
 // returned as the tile's one V scale (per-token V; per-channel V is scaled by the
-// caller at the end).
+// caller at the end), together with the largest finite |K scale| of the tile.
 struct KeyTilePacker {
   const AttentionArgs& a;
   const Dims& d;
@@ -291,8 +291,12 @@ struct KeyTilePacker {
   bool v_scaled() const { return a.pv_mode != PvMode::kHalf; }
   bool v_per_channel() const { return v_scaled() && a.v_scale_mode == VScaleMode::kPerChannel; }
 
+  struct TileScales {
+    float v_tile;     // the tile's one V scale (1 unless applied after the dot per token group)
+    float k_abs_max;  // finite_abs_max of the tile's K scales (for scores_may_overflow)
+  };
   // The first nk keys of tile t (keys [t·kTileN, +nk)); v_row_scale: kTileN floats of scratch.
-  float pack(int64_t t, int nk, void* k, float* k_scale, void* v, const float* v_channel_scale,
+  TileScales pack(int64_t t, int nk, void* k, float* k_scale, void* v, const float* v_channel_scale,
              float* v_row_scale) const {
     const int64_t j0 = t * kTileN;
     const uint8_t* kbase = static_cast<const uint8_t*>(a.k.data) + b * a.k.stride[0] + hkv * a.k.stride[2];
@@ -314,7 +318,7 @@ struct KeyTilePacker {
     const uint8_t* vbase = static_cast<const uint8_t*>(a.v.data) + (b * a.v.stride[0] + hkv * a.v.stride[2]) * v_elem;
     pv.pack_v(vbase + j0 * a.v.stride[1] * v_elem, a.v.stride[1], a.v.dtype, nk, static_cast<int>(d.Dv), channel_scale,
               row_scale, v);
-    return tile_scale;
+    return {tile_scale, finite_abs_max(k_scale, nk)};
   }
 };
 
@@ -390,11 +394,12 @@ void attend_tile(const AttentionArgs& a, const Dims& d, const TileOps& ops, cons
       vt = shared->v_tile(t);
       v_tile_scale = shared->v_tile_scale[t];
     } else {
-      v_tile_scale = packer.pack(t, nk, sc.kbuf.data(), sc.col_scale.data(), sc.vbuf.data(), sc.v_scale.data(),
-                                 sc.v_row_scale.data());
+      const KeyTilePacker::TileScales scales = packer.pack(t, nk, sc.kbuf.data(), sc.col_scale.data(), sc.vbuf.data(),
+                                                           sc.v_scale.data(), sc.v_row_scale.data());
+      v_tile_scale = scales.v_tile;
+      k_scale_max = scales.k_abs_max;
       kt = sc.kbuf.data();
       k_scale = sc.col_scale.data();
-      k_scale_max = finite_abs_max(k_scale, nk);
       vt = sc.vbuf.data();
     }
     ops.qk(sc.qbuf.data(), kt, mq, nk, D, a.qk_dtype, sc.row_scale.data(), k_scale, sc.s.data(), kTileN);
@@ -508,9 +513,11 @@ void attention_forward(const AttentionArgs& a) {
       fill_v_channel_scale(a, d, b, hkv, v_channel_scale.data());
       parallel_for(shared.tiles, threads, [&](int64_t t, int worker) {
         const int nk = static_cast<int>(std::min<int64_t>(kTileN, d.Nk - t * kTileN));
-        shared.v_tile_scale[t] = packer.pack(t, nk, shared.k_tile(t), shared.k_scale.data() + t * kTileN,
-                                             shared.v_tile(t), v_channel_scale.data(), scratch[worker].v_row_scale.data());
-        shared.k_scale_max[t] = finite_abs_max(shared.k_scale.data() + t * kTileN, nk);
+        const KeyTilePacker::TileScales scales =
+            packer.pack(t, nk, shared.k_tile(t), shared.k_scale.data() + t * kTileN, shared.v_tile(t),
+                        v_channel_scale.data(), scratch[worker].v_row_scale.data());
+        shared.v_tile_scale[t] = scales.v_tile;
+        shared.k_scale_max[t] = scales.k_abs_max;
       });
       parallel_for(q_tiles * rep, threads, [&](int64_t task, int worker) {
         attend_tile(a, d, ops, pv, scratch[worker], b, hkv * rep + task % rep, tile_of(task, rep) * kTileM, &shared);
