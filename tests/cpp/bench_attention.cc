@@ -47,10 +47,19 @@ int main(int argc, char** argv) {
   const int64_t N = argc > 2 ? std::atoll(argv[2]) : 2048;
   const int64_t D = argc > 3 ? std::atoll(argv[3]) : 128;
   const int threads = argc > 4 ? std::atoi(argv[4]) : 1;
-  const bool fp8 = argc > 5 && std::strcmp(argv[5], "fp8") == 0;
+  // Q·Kᵀ codes (argument 5) and P·V mode (argument 8): "int8" or "fp8"; anything else is an
+  // error, not a silent default.
+  auto int8_or_fp8 = [&](int i, const char* name, bool default_fp8) {
+    if (argc <= i) return default_fp8;
+    if (std::strcmp(argv[i], "fp8") == 0) return true;
+    if (std::strcmp(argv[i], "int8") == 0) return false;
+    std::fprintf(stderr, "bench_attention: %s must be int8 or fp8, got '%s'\n", name, argv[i]);
+    std::exit(2);
+  };
+  const bool fp8 = int8_or_fp8(5, "the Q·Kᵀ codes (argument 5)", false);
   const bool causal = argc > 6 && std::atoi(argv[6]) != 0;
   const int reps = argc > 7 ? std::atoi(argv[7]) : 5;
-  const bool int8_pv = argc > 8 && std::strcmp(argv[8], "int8") == 0;
+  const bool int8_pv = !int8_or_fp8(8, "the P·V mode (argument 8)", true);
   const int64_t B = 1, H = 8;
   set_isa_override(isa);
   std::printf("isa=%s N=%lld D=%lld threads=%d qk=%s pv=%s causal=%d\n", isa_name(active_isa()), static_cast<long long>(N),
