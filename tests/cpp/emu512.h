@@ -23,7 +23,7 @@ struct Emu512 {
   static constexpr int kPvRows = 8, kPvVecs = 2;
   static constexpr int kPvI8Rows = 8, kPvI8Vecs = 2;
   static constexpr int kQkI8PerWord = 4;
-  using Pack = X86Pack<W>;
+  using Pack = X86Pack<W, kQkI8PerWord>;
   static constexpr bool kBf16Dot = false;  // VDPBF16PS kernels (simd/avx512_bf16.h)
   static constexpr bool kHasScalef = false;  // exp2v builds 2^n from exponent bits
 

@@ -46,7 +46,8 @@ struct Avx2 {
   // int8 P·V (VPMADDWD): fewer accumulators than fp32 P·V, which measured faster here
   // (the madd + add pairs need their temporaries in registers).
   static constexpr int kPvI8Rows = 4, kPvI8Vecs = 2;
-  using Pack = X86Pack<W>;  // simd/x86_pack.h
+  static constexpr int kQkI8PerWord = 2;  // int8 Q·Kᵀ on int16 pairs (Dot below)
+  using Pack = X86Pack<W, kQkI8PerWord>;  // simd/x86_pack.h
 
   // ---- float
   static F zero() { return _mm256_setzero_ps(); }
@@ -118,7 +119,6 @@ struct Avx2 {
   // more operations per product vector, and a slower exact path for tiles holding -128)
   // and a VPMADDWD by ones after it anyway: on Zen 4 it ran at 66 GMAC/s per core,
   // int16 pairs at 89 (tests/cpp/bench_tile_ops, one 128x128 tile, D = 128).
-  static constexpr int kQkI8PerWord = 2;
   struct Dot {
     struct Q { I q; };
     static Q prep(int32_t pair) { return {_mm256_set1_epi32(pair)}; }

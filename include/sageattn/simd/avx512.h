@@ -54,7 +54,7 @@ struct Avx512 {
   static constexpr int kPvRows = 8, kPvVecs = 2;
   static constexpr int kPvI8Rows = 8, kPvI8Vecs = 2;  // int8 P·V (VPDPBUSD)
   static constexpr int kQkI8PerWord = 4;  // int8 Q·Kᵀ on code quads (VPDPBUSD)
-  using Pack = X86Pack<W>;  // simd/x86_pack.h: 256-bit packers, shared
+  using Pack = X86Pack<W, kQkI8PerWord>;  // simd/x86_pack.h: 256-bit packers, shared
   static constexpr bool kBf16Dot = false;  // VDPBF16PS kernels (simd/avx512_bf16.h)
 
   // ---- float

@@ -536,11 +536,7 @@ template <class T>
 struct TileKernels {
   static void pack_q(const void* src, int64_t row_stride, int rows, int d, QuantDType t, void* dst) {
     if (t == QuantDType::kInt8) {
-      if constexpr (T::kQkI8PerWord == 2) {
-        T::Pack::q_i8_pairs(static_cast<const int8_t*>(src), row_stride, rows, d, static_cast<int32_t*>(dst));
-      } else {
-        T::Pack::q_i8(static_cast<const int8_t*>(src), row_stride, rows, d, static_cast<int32_t*>(dst));
-      }
+      T::Pack::q_i8(static_cast<const int8_t*>(src), row_stride, rows, d, static_cast<int32_t*>(dst));
     } else if constexpr (T::kBf16Dot) {
       T::Pack::q_fp8_bf16(static_cast<const uint8_t*>(src), row_stride, rows, d, static_cast<uint32_t*>(dst));
     } else {
@@ -549,11 +545,7 @@ struct TileKernels {
   }
   static void pack_k(const void* src, int64_t row_stride, int rows, int d, QuantDType t, void* dst) {
     if (t == QuantDType::kInt8) {
-      if constexpr (T::kQkI8PerWord == 2) {
-        T::Pack::k_i8_pairs(static_cast<const int8_t*>(src), row_stride, rows, d, static_cast<int32_t*>(dst));
-      } else {
-        T::Pack::k_i8(static_cast<const int8_t*>(src), row_stride, rows, d, static_cast<int32_t*>(dst));
-      }
+      T::Pack::k_i8(static_cast<const int8_t*>(src), row_stride, rows, d, static_cast<int32_t*>(dst));
     } else if constexpr (T::kBf16Dot) {
       T::Pack::k_fp8_bf16(static_cast<const uint8_t*>(src), row_stride, rows, d, static_cast<uint32_t*>(dst));
     } else {

@@ -435,24 +435,27 @@ inline void pack_v_fp8_bf16(const uint8_t* src, int64_t row_stride, int rows, in
 
 }  // namespace x86
 
-// The packers of one ISA's traits: W keys per K panel.
-template <int W>
+// The packers of one ISA's traits: W keys per K panel; int8 Q·Kᵀ codes kI8PerWord to a
+// word: 4 (quads for VPDPBUSD: offset-128 Q, per-key correction after the panels) or 2
+// (int16 pairs for VPMADDWD).
+template <int W, int kI8PerWord>
 struct X86Pack {
-  // int8 Q·Kᵀ as quads for VPDPBUSD (offset-128 Q, per-key correction after the panels)...
+  static_assert(kI8PerWord == 2 || kI8PerWord == 4, "int8 Q·Kᵀ words hold 4 codes or 2 int16");
   static void q_i8(const int8_t* src, int64_t row_stride, int rows, int d, int32_t* dst) {
-    x86::pack_q_i8(src, row_stride, rows, d, dst);
+    if constexpr (kI8PerWord == 4) {
+      x86::pack_q_i8(src, row_stride, rows, d, dst);
+    } else {
+      x86::pack_rows_as_pairs<x86::I8AsI16>(reinterpret_cast<const uint8_t*>(src), row_stride, rows, d,
+                                            reinterpret_cast<uint32_t*>(dst));
+    }
   }
   static void k_i8(const int8_t* src, int64_t row_stride, int rows, int d, int32_t* dst) {
-    x86::pack_k_i8<W>(src, row_stride, rows, d, dst);
-  }
-  // ... or as int16 pairs for VPMADDWD.
-  static void q_i8_pairs(const int8_t* src, int64_t row_stride, int rows, int d, int32_t* dst) {
-    x86::pack_rows_as_pairs<x86::I8AsI16>(reinterpret_cast<const uint8_t*>(src), row_stride, rows, d,
-                                          reinterpret_cast<uint32_t*>(dst));
-  }
-  static void k_i8_pairs(const int8_t* src, int64_t row_stride, int rows, int d, int32_t* dst) {
-    x86::pack_k_panels<W, x86::CodePairWord<x86::I8AsI16>>(reinterpret_cast<const uint8_t*>(src), row_stride, rows,
-                                                            d, reinterpret_cast<uint32_t*>(dst));
+    if constexpr (kI8PerWord == 4) {
+      x86::pack_k_i8<W>(src, row_stride, rows, d, dst);
+    } else {
+      x86::pack_k_panels<W, x86::CodePairWord<x86::I8AsI16>>(reinterpret_cast<const uint8_t*>(src), row_stride,
+                                                              rows, d, reinterpret_cast<uint32_t*>(dst));
+    }
   }
   static void rows_fp8(const uint8_t* src, int64_t row_stride, int rows, int d, float* dst) {
     x86::pack_rows_fp8(src, row_stride, rows, d, dst);
